@@ -1,0 +1,335 @@
+"""The autodiff engine: ``Tensor``, ``Parameter``, ``Function`` and backward.
+
+How it works (derivations/01_autodiff.md walks through it):
+
+* A ``Function`` runs its ``forward`` on raw backend arrays and, when gradients
+  are being recorded, remembers its input Tensors and (weakly) its outputs.
+  Each output Tensor points back at the Function that made it (``creator``).
+* ``generation`` numbers order the graph: a Function's generation is the
+  largest generation of its inputs; a Tensor made by a Function is one more.
+  Processing Functions from the highest generation down guarantees that every
+  consumer of a Tensor has contributed its gradient before the Tensor's own
+  creator runs -- the reverse topological order, found without recursion.
+* Gradients of one backward pass are accumulated in a dictionary (so a Tensor
+  used twice, ``b = a + a``, receives the sum of both contributions) and only
+  written to ``.grad`` for leaves and for Tensors that asked ``retain_grad()``.
+
+A Function writes its backward in one of two styles:
+
+* ``differentiable_backward = True`` (the default): ``backward`` receives
+  Tensors and builds its result from differentiable ops, so with
+  ``create_graph=True`` the gradient itself has a graph (second derivatives).
+* ``differentiable_backward = False``: a kernel-style backward on raw arrays
+  (im2col, Newton--Schulz recursion, Top-K). Asking for a second derivative
+  through such a Function raises a clear ``RuntimeError``.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import weakref
+
+import numpy as np
+
+from .backend import _is_cupy_array, default_xp, get_array_module, to_cpu
+from .config import Config, using_config
+
+__all__ = ["Tensor", "Parameter", "Function", "as_tensor", "backward", "tensor"]
+
+DEFAULT_DTYPE = np.float32
+
+
+def _as_backend_array(data, dtype=None):
+    """Turn user data into a backend array (Python data -> float32 by default)."""
+    if isinstance(data, np.ndarray) or _is_cupy_array(data):
+        return data if dtype is None else data.astype(dtype, copy=False)
+    if isinstance(data, np.generic):
+        return np.asarray(data, dtype=dtype)
+    xp = default_xp()
+    return xp.asarray(data, dtype=DEFAULT_DTYPE if dtype is None else dtype)
+
+
+class Tensor:
+    """A backend array plus what autodiff needs.
+
+    Attributes
+    ----------
+    data : numpy.ndarray or cupy.ndarray
+    grad : Tensor or None -- filled by ``backward`` for leaves (and retained tensors)
+    requires_grad : bool -- whether gradients flow to this tensor
+    creator : Function or None -- the Function that produced it (None for leaves)
+    """
+
+    _is_gmsop_tensor = True
+    __array_priority__ = 200  # make ``ndarray + Tensor`` call Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, name: str | None = None, dtype=None):
+        if isinstance(data, Tensor):
+            raise TypeError("Tensor(data) expects array data, not a Tensor; use t.detach() to copy a tensor's value")
+        self.data = _as_backend_array(data, dtype)
+        self.requires_grad = bool(requires_grad)
+        self.grad: Tensor | None = None
+        self.creator: Function | None = None
+        self.generation = 0
+        self.name = name
+        self._retains_grad = False
+
+    # ----- array-like properties -------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def backend(self) -> str:
+        """'numpy' or 'cupy'."""
+        return "cupy" if _is_cupy_array(self.data) else "numpy"
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.creator is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = str(to_cpu(self.data)).replace("\n", "\n       ")
+        extra = f", backend={self.backend}" if self.backend != "numpy" else ""
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({body}, dtype={self.dtype}{extra}{grad})"
+
+    # ----- conversions ----------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A NumPy copy of the data (copied from the GPU when needed)."""
+        return np.array(to_cpu(self.data), copy=True)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self) -> "Tensor":
+        """A new leaf Tensor sharing this data, cut from the graph."""
+        return Tensor(self.data)
+
+    def astype(self, dtype) -> "Tensor":
+        """A copy in another dtype, cut from the graph (use for data, not inside a model)."""
+        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad)
+
+    def to_gpu(self) -> "Tensor":
+        """A copy on the GPU (a new leaf). Modules move parameters in place instead."""
+        from .backend import to_gpu  # noqa: PLC0415
+
+        return Tensor(to_gpu(self.data), requires_grad=self.requires_grad, name=self.name)
+
+    def to_cpu(self) -> "Tensor":
+        """A copy in host memory (a new leaf)."""
+        return Tensor(to_cpu(self.data), requires_grad=self.requires_grad, name=self.name)
+
+    # ----- autodiff -------------------------------------------------------------
+    def retain_grad(self) -> "Tensor":
+        """Keep ``.grad`` for this non-leaf tensor after backward."""
+        self._retains_grad = True
+        return self
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradient (``.grad = None``)."""
+        self.grad = None
+
+    def backward(self, grad=None, create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) . grad into every leaf's ``.grad``.
+
+        ``grad`` defaults to 1 for a one-element tensor; pass an array or Tensor
+        of the same shape otherwise. With ``create_graph=True`` the gradients
+        are themselves differentiable (for second derivatives).
+        """
+        backward([self], None if grad is None else [grad], create_graph=create_graph)
+
+
+class Parameter(Tensor):
+    """A trainable Tensor: ``requires_grad`` is True and Modules register it."""
+
+    def __init__(self, data, name: str | None = None, dtype=None):
+        super().__init__(data, requires_grad=True, name=name, dtype=dtype)
+
+    def __repr__(self):
+        return "Parameter" + super().__repr__()[len("Tensor"):]
+
+
+def as_tensor(x, like: Tensor | None = None) -> Tensor:
+    """``x`` as a Tensor. A Python scalar takes the floating dtype and backend of ``like``."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and isinstance(x, (int, float, bool, np.generic)):
+        xp = get_array_module(like)
+        dtype = like.dtype if like.dtype.kind == "f" else None
+        return Tensor(xp.asarray(x, dtype=dtype))
+    return Tensor(x)
+
+
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """Convenience constructor, like ``torch.tensor``."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+class Function:
+    """One differentiable operation.
+
+    Subclasses implement ``forward(*xs)`` on raw arrays (returning an array or a
+    tuple of arrays) and ``backward(*gys)`` returning one gradient per input
+    (``None`` for inputs that need none). Values needed by backward are saved
+    as named attributes in forward. ``self.needs_input_grad`` tells backward
+    which inputs need a gradient, so it can skip the others.
+    """
+
+    differentiable_backward = True
+
+    def __call__(self, *inputs):
+        like = next((x for x in inputs if isinstance(x, Tensor)), None)
+        inputs = tuple(as_tensor(x, like) for x in inputs)
+        get_array_module(*inputs)  # raises a TypeError when NumPy and CuPy are mixed
+        outputs = self.forward(*(x.data for x in inputs))
+        is_tuple = isinstance(outputs, tuple)
+        outputs = tuple(Tensor(y) for y in (outputs if is_tuple else (outputs,)))
+
+        if Config.enable_backprop and any(x.requires_grad for x in inputs):
+            self.inputs = inputs
+            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
+            self.generation = max(x.generation for x in inputs)
+            self.output_refs = tuple(weakref.ref(y) for y in outputs)
+            self.output_meta = tuple((y.shape, y.dtype) for y in outputs)
+            for y in outputs:
+                y.creator, y.requires_grad, y.generation = self, True, self.generation + 1
+        return outputs if is_tuple else outputs[0]
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, *gys):
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def output(self, i: int = 0) -> Tensor:
+        """The i-th output Tensor (alive whenever backward needs it)."""
+        return self.output_refs[i]()
+
+    # -- used by the engine -------------------------------------------------------
+    def _run_backward(self, gys, create_graph: bool):
+        if self.differentiable_backward:
+            gxs = self.backward(*gys)
+        else:
+            if create_graph:
+                raise RuntimeError(
+                    f"{self.name}.backward works on raw arrays and is not differentiable, so "
+                    "create_graph=True (second-order gradients) cannot pass through it"
+                )
+            gxs = self.backward(*(g.data for g in gys))
+        return self._check_grads(gxs)
+
+    def _check_grads(self, gxs):
+        if not isinstance(gxs, (tuple, list)):
+            gxs = (gxs,)
+        if len(gxs) != len(self.inputs):
+            raise RuntimeError(
+                f"{self.name}.backward returned {len(gxs)} gradient(s) for {len(self.inputs)} input(s)"
+            )
+        checked = []
+        for i, (x, gx) in enumerate(zip(self.inputs, gxs)):
+            if gx is None or not x.requires_grad:
+                checked.append(None)
+                continue
+            gx = gx if isinstance(gx, Tensor) else Tensor(gx)
+            if gx.shape != x.shape:
+                raise RuntimeError(
+                    f"{self.name}.backward returned a gradient of shape {gx.shape} for input {i} "
+                    f"of shape {x.shape}"
+                )
+            if gx.dtype != x.dtype and x.dtype.kind == "f":
+                gx = gx if gx.creator is not None else Tensor(gx.data.astype(x.dtype))
+            checked.append(gx)
+        return checked
+
+
+def _zeros_like_meta(meta, like: Tensor) -> Tensor:
+    shape, dtype = meta
+    xp = get_array_module(like)
+    return Tensor(xp.zeros(shape, dtype=dtype))
+
+
+def _seed_gradient(out: Tensor, grad) -> Tensor:
+    if grad is None:
+        if out.size != 1:
+            raise RuntimeError(
+                f"backward() without a gradient needs a one-element output, got shape {out.shape}; "
+                "pass grad= (an array of the output's shape)"
+            )
+        xp = get_array_module(out)
+        return Tensor(xp.ones(out.shape, dtype=out.dtype))
+    grad = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=out.dtype)
+    get_array_module(out, grad)
+    if grad.shape != out.shape:
+        raise ValueError(f"gradient of shape {grad.shape} given for an output of shape {out.shape}")
+    return grad
+
+
+def backward(outputs, grads=None, create_graph: bool = False) -> None:
+    """Backpropagate from several outputs at once: sum_i <grads[i], d outputs[i]>.
+
+    Leaves (and tensors marked with ``retain_grad``) accumulate into ``.grad``.
+    The graph is kept, so backward can run again (after ``zero_grad``).
+    """
+    outputs = list(outputs)
+    grads = [None] * len(outputs) if grads is None else list(grads)
+    if len(grads) != len(outputs):
+        raise ValueError(f"{len(outputs)} outputs but {len(grads)} gradients")
+
+    pending = {}   # id(tensor) -> accumulated gradient Tensor
+    tensors = {}   # id(tensor) -> tensor (keeps ids valid)
+    heap, queued, tie = [], set(), itertools.count()
+
+    def receive(t: Tensor, g: Tensor):
+        key = id(t)
+        pending[key] = g if key not in pending else pending[key] + g
+        tensors[key] = t
+        f = t.creator
+        if f is not None and id(f) not in queued:
+            queued.add(id(f))
+            heapq.heappush(heap, (-f.generation, next(tie), f))
+
+    for out, g in zip(outputs, grads):
+        if not out.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: nothing to differentiate")
+        receive(out, _seed_gradient(out, g))
+
+    with using_config("enable_backprop", create_graph):
+        while heap:
+            f = heapq.heappop(heap)[2]
+            gys = []
+            for ref, meta in zip(f.output_refs, f.output_meta):
+                y = ref()
+                g = pending.pop(id(y), None) if y is not None else None
+                if g is not None and y._retains_grad:
+                    y.grad = g if y.grad is None else y.grad + g
+                gys.append(g if g is not None else _zeros_like_meta(meta, f.inputs[0]))
+            for x, gx in zip(f.inputs, f._run_backward(gys, create_graph)):
+                if gx is not None:
+                    receive(x, gx)
+
+    for key, g in pending.items():  # what is left belongs to leaves
+        t = tensors[key]
+        if t.is_leaf or t._retains_grad:
+            t.grad = g if t.grad is None else t.grad + g

@@ -1,0 +1,527 @@
+"""Core differentiable ops: arithmetic, elementwise maths, matmul, reductions,
+shape ops, indexing, joining, where and clip.
+
+Every backward here is written with these same differentiable ops, so
+``create_graph=True`` gives second derivatives through all of them.
+
+Broadcasting follows NumPy. When an input was broadcast in forward, its
+gradient is summed back to the input's shape (``sum_to``): the adjoint of
+"copy along an axis" is "sum along that axis" (derivations/01_autodiff.md, eq. (5)).
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module, scatter_add
+from ..core import Function, Tensor, as_tensor
+
+__all__ = [
+    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "abs",
+    "matmul", "sum", "mean", "max", "reshape", "transpose", "swapaxes",
+    "broadcast_to", "sum_to", "getitem", "concatenate", "stack", "where", "clip",
+]
+
+
+def _sum_to_shape(xp, x, shape):
+    """Sum the array ``x`` down to ``shape`` (undo NumPy broadcasting)."""
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and x.shape[i + lead] != 1)
+    y = x.sum(axis=axes, keepdims=True) if axes else x
+    return y.reshape(shape) if lead or y.shape != shape else y
+
+
+# ----- broadcasting -------------------------------------------------------------
+class BroadcastTo(Function):
+    """y = x broadcast to ``shape``; VJP: gx = sum_to(gy, x.shape)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x_shape = x.shape
+        return xp.broadcast_to(x, self.shape).copy()
+
+    def backward(self, gy):
+        return sum_to(gy, self.x_shape)
+
+
+class SumTo(Function):
+    """y = x summed down to ``shape``; VJP: gx = broadcast_to(gy, x.shape)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x_shape = x.shape
+        return _sum_to_shape(xp, x, self.shape)
+
+    def backward(self, gy):
+        return broadcast_to(gy, self.x_shape)
+
+
+def broadcast_to(x, shape):
+    x = as_tensor(x)
+    return x if x.shape == tuple(shape) else BroadcastTo(shape)(x)
+
+
+def sum_to(x, shape):
+    x = as_tensor(x)
+    return x if x.shape == tuple(shape) else SumTo(shape)(x)
+
+
+# ----- arithmetic ---------------------------------------------------------------
+class Add(Function):
+    """y = a + b; VJP: ga = sum_to(gy), gb = sum_to(gy)."""
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, gy):
+        return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
+
+
+class Sub(Function):
+    """y = a - b; VJP: ga = gy, gb = -gy (each summed to its shape)."""
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a - b
+
+    def backward(self, gy):
+        return sum_to(gy, self.shapes[0]), sum_to(-gy, self.shapes[1])
+
+
+class Mul(Function):
+    """y = a * b; VJP: ga = gy * b, gb = gy * a."""
+
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = sum_to(gy * b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(gy * a, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    """y = a / b; VJP: ga = gy / b, gb = -gy a / b^2."""
+
+    def forward(self, a, b):
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = sum_to(gy / b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(-gy * a / (b * b), b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    """y = -x; VJP: gx = -gy."""
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    """y = x^c for a constant exponent c; VJP: gx = gy c x^(c-1)."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x ** self.c
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        return gy * self.c * x ** (self.c - 1)
+
+
+def add(a, b):
+    return Add()(a, b)
+
+
+def sub(a, b):
+    return Sub()(a, b)
+
+
+def mul(a, b):
+    return Mul()(a, b)
+
+
+def div(a, b):
+    return Div()(a, b)
+
+
+def neg(x):
+    return Neg()(x)
+
+
+def pow(x, c):  # noqa: A001  (mirrors numpy.power's role)
+    if isinstance(c, Tensor):
+        raise TypeError("pow(x, c) supports a constant (Python number) exponent only")
+    return Pow(c)(x)
+
+
+# ----- elementwise maths ----------------------------------------------------------
+class Exp(Function):
+    """y = e^x; VJP: gx = gy y."""
+
+    def forward(self, x):
+        return get_array_module(x).exp(x)
+
+    def backward(self, gy):
+        return gy * self.output()
+
+
+class Log(Function):
+    """y = log x; VJP: gx = gy / x."""
+
+    def forward(self, x):
+        return get_array_module(x).log(x)
+
+    def backward(self, gy):
+        return gy / self.inputs[0]
+
+
+class Sqrt(Function):
+    """y = sqrt(x); VJP: gx = gy / (2 y)."""
+
+    def forward(self, x):
+        return get_array_module(x).sqrt(x)
+
+    def backward(self, gy):
+        return gy / (2 * self.output())
+
+
+class Abs(Function):
+    """y = |x|; VJP: gx = gy sign(x) (0 at x = 0, a valid subgradient)."""
+
+    def forward(self, x):
+        return get_array_module(x).abs(x)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        return gy * Tensor(get_array_module(x).sign(x.data))
+
+
+def exp(x):
+    return Exp()(x)
+
+
+def log(x):
+    return Log()(x)
+
+
+def sqrt(x):
+    return Sqrt()(x)
+
+
+def abs(x):  # noqa: A001
+    return Abs()(x)
+
+
+# ----- matrix product -------------------------------------------------------------
+class MatMul(Function):
+    """Batched y = a @ b (batch dims broadcast); VJP: ga = gy b^T, gb = a^T gy."""
+
+    def forward(self, a, b):
+        if a.ndim < 2 or b.ndim < 2:
+            raise ValueError(
+                f"matmul needs arrays with at least 2 dimensions, got shapes {a.shape} and {b.shape}; "
+                "reshape vectors to (n, 1) or (1, n)"
+            )
+        return get_array_module(a).matmul(a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = sum_to(matmul(gy, swapaxes(b, -1, -2)), a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(matmul(swapaxes(a, -1, -2), gy), b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+def matmul(a, b):
+    return MatMul()(a, b)
+
+
+# ----- reductions ------------------------------------------------------------------
+def _normalize_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(sorted(a % ndim for a in axes))
+
+
+def _keepdims_shape(shape, axes):
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+class Sum(Function):
+    """y = sum of x over ``axis``; VJP: gx = gy broadcast back over the summed axes."""
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        self.axes = _normalize_axis(self.axis, x.ndim)
+        return x.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        gy = reshape(gy, _keepdims_shape(self.x_shape, self.axes))
+        return broadcast_to(gy, self.x_shape)
+
+
+class Max(Function):
+    """y = max of x over ``axis``; VJP: gy shared equally among the maximal entries."""
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.axes = _normalize_axis(self.axis, x.ndim)
+        return x.max(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        kept = _keepdims_shape(x.shape, self.axes)
+        y = self.output().data.reshape(kept)
+        is_max = (x.data == y).astype(x.dtype)
+        share = Tensor(is_max / is_max.sum(axis=self.axes, keepdims=True))
+        return broadcast_to(reshape(gy, kept), x.shape) * share
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001
+    return Sum(axis, keepdims)(x)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean over ``axis`` = sum / count (its gradient follows from sum's)."""
+    x = as_tensor(x)
+    count = 1
+    for a in _normalize_axis(axis, x.ndim):
+        count *= x.shape[a]
+    return sum(x, axis, keepdims) * (1.0 / count)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001
+    return Max(axis, keepdims)(x)
+
+
+# ----- shape ops -----------------------------------------------------------------------
+class Reshape(Function):
+    """y = x viewed with a new shape; VJP: gx = gy reshaped back."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, gy):
+        return reshape(gy, self.x_shape)
+
+
+class Transpose(Function):
+    """y = x with axes permuted; VJP: gx = gy with the inverse permutation."""
+
+    def __init__(self, axes=None):
+        self.axes = axes
+
+    def forward(self, x):
+        self.axes = tuple(range(x.ndim))[::-1] if self.axes is None else tuple(a % x.ndim for a in self.axes)
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        inverse = [0] * len(self.axes)
+        for i, a in enumerate(self.axes):
+            inverse[a] = i
+        return transpose(gy, inverse)
+
+
+def reshape(x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    x = as_tensor(x)
+    return x if x.shape == shape else Reshape(shape)(x)
+
+
+def transpose(x, axes=None):
+    return Transpose(axes)(x)
+
+
+def swapaxes(x, axis1, axis2):
+    x = as_tensor(x)
+    axes = list(range(x.ndim))
+    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
+    return transpose(x, axes)
+
+
+# ----- indexing ------------------------------------------------------------------------
+def _unwrap_index(index):
+    """Replace Tensors inside an index by their arrays."""
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index.data if isinstance(index, Tensor) else index
+
+
+class GetItem(Function):
+    """y = x[index] (slices, integers, integer/boolean arrays); VJP: scatter gy into zeros."""
+
+    def __init__(self, index):
+        self.index = _unwrap_index(index)
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x[self.index]
+
+    def backward(self, gy):
+        return GetItemGrad(self.index, self.x_shape)(gy)
+
+
+class GetItemGrad(Function):
+    """gx = zeros(x_shape) with gy added at ``index`` (repeated indices accumulate).
+
+    It is the adjoint of GetItem, so its own VJP is ``ggy = ggx[index]``.
+    """
+
+    def __init__(self, index, x_shape):
+        self.index, self.x_shape = index, x_shape
+
+    def forward(self, gy):
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        return scatter_add(xp, gx, self.index, gy)
+
+    def backward(self, ggx):
+        return getitem(ggx, self.index)
+
+
+def getitem(x, index):
+    return GetItem(index)(x)
+
+
+# ----- joining ---------------------------------------------------------------------------
+class Concatenate(Function):
+    """y = concatenate(xs, axis); VJP: gy cut back into the pieces."""
+
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def forward(self, *xs):
+        xp = get_array_module(*xs)
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return xp.concatenate(xs, axis=self.axis)
+
+    def backward(self, gy):
+        grads, start = [], 0
+        for size in self.sizes:
+            index = [slice(None)] * gy.ndim
+            index[self.axis] = slice(start, start + size)
+            grads.append(getitem(gy, tuple(index)))
+            start += size
+        return tuple(grads)
+
+
+def concatenate(xs, axis=0):
+    return Concatenate(axis)(*xs)
+
+
+def stack(xs, axis=0):
+    """Stack along a new axis = add the axis to each input, then concatenate."""
+    xs = [as_tensor(x) for x in xs]
+    ndim = xs[0].ndim + 1
+    axis = axis % ndim
+    return concatenate([reshape(x, x.shape[:axis] + (1,) + x.shape[axis:]) for x in xs], axis=axis)
+
+
+# ----- selection ---------------------------------------------------------------------------
+class Where(Function):
+    """y = where(cond, a, b) for a constant boolean ``cond``; VJP routes gy by cond."""
+
+    def __init__(self, cond):
+        self.cond = cond.data if isinstance(cond, Tensor) else cond
+
+    def forward(self, a, b):
+        return get_array_module(a, b).where(self.cond, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        zero = Tensor(get_array_module(gy).zeros((), dtype=gy.dtype))
+        ga = sum_to(where(self.cond, gy, zero), a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(where(self.cond, zero, gy), b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Clip(Function):
+    """y = min(max(x, lo), hi); VJP: gy where lo <= x <= hi, else 0."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x):
+        return get_array_module(x).clip(x, self.lo, self.hi)
+
+    def backward(self, gy):
+        x = self.inputs[0].data
+        inside = x == x  # all True; each bound, when given, removes the clipped side
+        if self.lo is not None:
+            inside = inside & (x >= self.lo)
+        if self.hi is not None:
+            inside = inside & (x <= self.hi)
+        return gy * Tensor(inside.astype(x.dtype))
+
+
+def where(cond, a, b):
+    like = a if isinstance(a, Tensor) else b
+    return Where(cond)(as_tensor(a, like), as_tensor(b, like))
+
+
+def clip(x, lo=None, hi=None):
+    return Clip(lo, hi)(x)
+
+
+# ----- Python operators and methods on Tensor ---------------------------------------------
+def _install_tensor_methods():
+    """Give Tensor its operators (+, -, *, /, **, @, [...]) and methods (sum, reshape, ...)."""
+    T = Tensor
+    T.__add__ = lambda self, other: add(self, as_tensor(other, self))
+    T.__radd__ = lambda self, other: add(as_tensor(other, self), self)
+    T.__sub__ = lambda self, other: sub(self, as_tensor(other, self))
+    T.__rsub__ = lambda self, other: sub(as_tensor(other, self), self)
+    T.__mul__ = lambda self, other: mul(self, as_tensor(other, self))
+    T.__rmul__ = lambda self, other: mul(as_tensor(other, self), self)
+    T.__truediv__ = lambda self, other: div(self, as_tensor(other, self))
+    T.__rtruediv__ = lambda self, other: div(as_tensor(other, self), self)
+    T.__neg__ = neg
+    T.__pow__ = pow
+    T.__matmul__ = lambda self, other: matmul(self, as_tensor(other, self))
+    T.__rmatmul__ = lambda self, other: matmul(as_tensor(other, self), self)
+    T.__getitem__ = getitem
+    T.sum = sum
+    T.mean = mean
+    T.max = max
+    T.exp = exp
+    T.log = log
+    T.sqrt = sqrt
+    T.abs = abs
+    T.clip = clip
+    T.reshape = reshape
+    T.transpose = lambda self, *axes: transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+    T.swapaxes = swapaxes
+    T.T = property(lambda self: transpose(self))
+    T.mT = property(lambda self: swapaxes(self, -1, -2))
+    # comparisons give plain (non-differentiable) boolean Tensors, handy for masks
+    T.__gt__ = lambda self, other: Tensor(self.data > getattr(other, "data", other))
+    T.__ge__ = lambda self, other: Tensor(self.data >= getattr(other, "data", other))
+    T.__lt__ = lambda self, other: Tensor(self.data < getattr(other, "data", other))
+    T.__le__ = lambda self, other: Tensor(self.data <= getattr(other, "data", other))
+
+
+_install_tensor_methods()

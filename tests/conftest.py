@@ -1,0 +1,41 @@
+"""Shared fixtures: the backend fixture ``xp`` and Hypothesis profiles.
+
+``xp`` runs a test once on NumPy and once on CuPy; the CuPy case is skipped
+(with the reason) when CuPy or a GPU is missing. One suite for both backends.
+
+Hypothesis profiles, chosen by the HYPOTHESIS_PROFILE environment variable:
+``ci`` (default: few examples, the whole suite stays within CI's budget),
+``dev`` (more examples) and ``thorough`` (many; run before a release).
+"""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import gmsop_np as gs
+
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+               derandomize=False, print_blob=True)
+settings.register_profile("ci", max_examples=8, **_common)
+settings.register_profile("dev", max_examples=30, **_common)
+settings.register_profile("thorough", max_examples=300, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _backend_params():
+    gpu = pytest.mark.skipif(not gs.cupy_available(), reason="CuPy with a CUDA GPU is not available")
+    return [pytest.param("numpy", id="numpy"), pytest.param("cupy", id="cupy", marks=[gpu, pytest.mark.gpu])]
+
+
+@pytest.fixture(params=_backend_params())
+def xp(request):
+    """The array module under test (numpy or cupy); also sets it as the default backend."""
+    with gs.using_backend(request.param):
+        yield gs.get_array_module(gs.Tensor(0.0)) if request.param == "numpy" else gs.backend.get_cupy()
+
+
+@pytest.fixture
+def rng():
+    """A fresh seeded NumPy generator per test (tests are reproducible)."""
+    return np.random.default_rng(12345)
