@@ -332,4 +332,9 @@ def backward(outputs, grads=None, create_graph: bool = False) -> None:
     for key, g in pending.items():  # what is left belongs to leaves
         t = tensors[key]
         if t.is_leaf or t._retains_grad:
+            if g.creator is None:
+                # Own copy: ``a + b`` hands both leaves the same gradient object,
+                # and the seed may be the caller's array; an in-place update of
+                # one .grad must not change another.
+                g = Tensor(g.data.copy())
             t.grad = g if t.grad is None else t.grad + g

@@ -1,0 +1,70 @@
+"""Backends: array-module dispatch, the default backend, device moves, and the
+refusal to mix host and device arrays."""
+import numpy as np
+import pytest
+
+import gmsop_np as gs
+import gmsop_np.functional as F
+from gmsop_np import backend
+
+
+def test_get_array_module_unwraps_tensors_and_scalars():
+    assert gs.get_array_module(np.ones(2)) is np
+    assert gs.get_array_module(gs.Tensor(np.ones(2)), 3.0, None) is np
+    assert gs.get_array_module() is np
+
+
+def test_default_backend_setting_and_context_manager():
+    assert gs.get_backend() == "numpy"
+    with pytest.raises(ValueError, match="unknown backend 'torch'"):
+        gs.set_backend("torch")
+    with gs.using_backend("numpy"):
+        assert gs.get_backend() == "numpy"
+    assert gs.get_backend() == "numpy"
+
+
+@pytest.mark.skipif(gs.cupy_available(), reason="checks the message shown when CuPy is missing")
+def test_cupy_backend_without_gpu_explains_how_to_get_it():
+    with pytest.raises(RuntimeError, match=r"gmsop_np\[gpu\]"):
+        gs.set_backend("cupy")
+    assert gs.get_backend() == "numpy", "a failed switch leaves the backend unchanged"
+    with pytest.raises(RuntimeError, match="backend='numpy'"):
+        gs.to_gpu(np.ones(2))
+
+
+class FakeCupyArray:
+    """Stands in for a cupy.ndarray: only its type's module name matters to dispatch."""
+
+    __module__ = "cupy._core.core"
+
+
+def test_mixing_numpy_and_cupy_is_a_type_error_that_says_how_to_move_data():
+    with pytest.raises(TypeError) as info:
+        backend.get_array_module(np.ones(2), FakeCupyArray())
+    message = str(info.value)
+    assert "NumPy" in message and "CuPy" in message and "to_gpu" in message and "to_cpu" in message
+
+
+def test_tensor_to_cpu_returns_new_leaf_with_copy():
+    t = gs.Tensor(np.arange(3.0), requires_grad=True)
+    c = t.to_cpu()
+    assert c is not t and c.requires_grad and c.backend == "numpy"
+    np.testing.assert_array_equal(gs.to_cpu(t.data), [0.0, 1.0, 2.0])
+
+
+def test_tensor_created_on_the_default_backend(xp):
+    t = gs.Tensor([1.0, 2.0])
+    assert gs.get_array_module(t) is xp
+    assert t.backend == gs.get_backend()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gs.cupy_available(), reason="CuPy with a CUDA GPU is not available")
+def test_moves_round_trip_and_mixing_in_an_op_raises():
+    host = np.arange(6.0).reshape(2, 3)
+    device = gs.to_gpu(gs.Tensor(host))
+    assert device.backend == "cupy"
+    np.testing.assert_array_equal(device.numpy(), host)
+    np.testing.assert_array_equal(gs.to_cpu(device).data, host)
+    with pytest.raises(TypeError, match="cannot mix"):
+        F.add(device, gs.Tensor(host))
