@@ -31,4 +31,6 @@ from .core import Function, Parameter, Tensor, as_tensor, backward, tensor  # no
 from .gradcheck import GradientCheckError, check_backward, numerical_vjp  # noqa: F401
 from .presets import PRESETS, get_preset  # noqa: F401
 
+from . import checkpoint, models, nn, optim  # noqa: F401,E402  (after the engine: they build on it)
+
 __version__ = "0.1.0"

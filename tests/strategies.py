@@ -108,3 +108,85 @@ def logits_with_margin(draw, batch=(1, 4), n=(2, 8), k=None, margin=0.05):
     kk = draw(st.integers(2, num)) if k is None else k
     rows = [draw(distinct_arrays((num,), gap=margin, low=-3.0, high=3.0)) for _ in range(b)]
     return np.stack(rows), kk
+
+
+# ----- gating / dispatch (helper C: tests/test_gating.py, test_dispatch.py, test_mixture.py) -----
+@st.composite
+def topk_indices(draw, batch=(1, 4), n=(2, 6), k=None):
+    """(indices (B, K) int64, N): each row K distinct component ids in random order, as Top-K gives."""
+    b = draw(st.integers(*batch))
+    num = draw(st.integers(*n))
+    kk = draw(st.integers(2, num)) if k is None else k
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    rows = [rng.permutation(num)[:kk] for _ in range(b)]
+    return np.stack(rows).astype(np.int64), num
+
+
+@st.composite
+def topk_weights(draw, batch=(1, 4), n=(2, 6), k=None):
+    """(weights (B, N) float64, indices (B, K), N): positive weights summing to 1 on each row's
+    K selected components and exactly 0 elsewhere (what ``topk_softmax`` returns)."""
+    indices, num = draw(topk_indices(batch, n, k))
+    b, kk = indices.shape
+    raw = draw(arrays((b, kk), 0.1, 1.0))
+    weights = np.zeros((b, num))
+    weights[np.arange(b)[:, None], indices] = raw / raw.sum(axis=1, keepdims=True)
+    return weights, indices, num
+
+
+# ===== Second-order pooling (helper B): covariance matrices of real feature maps =====
+def covariance_of_features(features):
+    """(B, d, L) features -> (B, d, d) biased covariances (1/L) X_c X_cᵀ, in plain NumPy."""
+    centred = features - features.mean(axis=2, keepdims=True)
+    return centred @ np.swapaxes(centred, 1, 2) / features.shape[2]
+
+
+@st.composite
+def covariance_batches(draw, batch=(1, 3), dim=(2, 6), positions=(2, 5), relu=False):
+    """Covariance matrices (B, d, d) of random feature maps with L positions.
+
+    With L <= d the matrices are rank-deficient (rank <= L - 1), like the
+    paper's d = 128 channels over an 8×8 = 64-position map; use small analogues
+    (e.g. d = 6, L = 4) for finite differences. ``relu=True`` takes ReLU
+    features (non-negative, as after the backbone). Retries until every trace
+    is positive (an all-constant feature map has zero covariance).
+    """
+    b, d, length = draw(st.integers(*batch)), draw(st.integers(*dim)), draw(st.integers(*positions))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    while True:
+        features = rng.standard_normal((b, d, length))
+        if relu:
+            features = np.maximum(features, 0.0)
+        sigma = covariance_of_features(features)
+        if np.trace(sigma, axis1=1, axis2=2).min() > 1e-3:
+            return sigma
+
+
+# ----- helper A1 (CNN layers): pooling configurations -------------------------------------
+@st.composite
+def pool_configs(draw):
+    """A small average-pooling problem: input shape, kernel, stride (None = kernel), padding.
+
+    Padding is at most half the kernel (the rule avg_pool2d enforces) and the
+    input is at least as large as the padded window.
+    """
+    b, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    stride = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    h = draw(st.integers(max(kh - 2 * ph, 1), 6))
+    w = draw(st.integers(max(kw - 2 * pw, 1), 6))
+    return dict(x_shape=(b, c, h, w), kernel=(kh, kw), stride=stride, padding=(ph, pw))
+
+
+@st.composite
+def gaussian_feature_maps(draw, batch=(1, 2), channels=(2, 6), height=(2, 3), width=(2, 3)):
+    """(B, C, H, W) standard normal feature maps from a drawn seed.
+
+    Unlike ``feature_maps`` (whose minimal example is all zeros), every map has
+    spread, so its covariance has a positive trace and, when H·W > C, full rank.
+    """
+    shape = (draw(st.integers(*batch)), draw(st.integers(*channels)),
+             draw(st.integers(*height)), draw(st.integers(*width)))
+    return np.random.default_rng(draw(st.integers(0, 2**31 - 1))).standard_normal(shape)

@@ -30,7 +30,10 @@ def _sum_to_shape(xp, x, shape):
 
 # ----- broadcasting -------------------------------------------------------------
 class BroadcastTo(Function):
-    """y = x broadcast to ``shape``; VJP: gx = sum_to(gy, x.shape)."""
+    """y = x broadcast to ``shape``; VJP: gx = sum_to(gy, x.shape).
+
+    See derivations/01_autodiff.md, eq. (5).
+    """
 
     def __init__(self, shape):
         self.shape = tuple(shape)
@@ -45,7 +48,10 @@ class BroadcastTo(Function):
 
 
 class SumTo(Function):
-    """y = x summed down to ``shape``; VJP: gx = broadcast_to(gy, x.shape)."""
+    """y = x summed down to ``shape``; VJP: gx = broadcast_to(gy, x.shape).
+
+    See derivations/01_autodiff.md, eq. (6).
+    """
 
     def __init__(self, shape):
         self.shape = tuple(shape)
@@ -71,7 +77,10 @@ def sum_to(x, shape):
 
 # ----- arithmetic ---------------------------------------------------------------
 class Add(Function):
-    """y = a + b; VJP: ga = sum_to(gy), gb = sum_to(gy)."""
+    """y = a + b; VJP: ga = sum_to(gy), gb = sum_to(gy).
+
+    See derivations/01_autodiff.md, eq. (7).
+    """
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
@@ -82,7 +91,10 @@ class Add(Function):
 
 
 class Sub(Function):
-    """y = a - b; VJP: ga = gy, gb = -gy (each summed to its shape)."""
+    """y = a - b; VJP: ga = gy, gb = -gy (each summed to its shape).
+
+    See derivations/01_autodiff.md, eq. (8).
+    """
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
@@ -93,7 +105,10 @@ class Sub(Function):
 
 
 class Mul(Function):
-    """y = a * b; VJP: ga = gy * b, gb = gy * a."""
+    """y = a * b; VJP: ga = gy * b, gb = gy * a.
+
+    See derivations/01_autodiff.md, eq. (9).
+    """
 
     def forward(self, a, b):
         return a * b
@@ -106,7 +121,10 @@ class Mul(Function):
 
 
 class Div(Function):
-    """y = a / b; VJP: ga = gy / b, gb = -gy a / b^2."""
+    """y = a / b; VJP: ga = gy / b, gb = -gy a / b^2.
+
+    See derivations/01_autodiff.md, eq. (10).
+    """
 
     def forward(self, a, b):
         return a / b
@@ -119,7 +137,10 @@ class Div(Function):
 
 
 class Neg(Function):
-    """y = -x; VJP: gx = -gy."""
+    """y = -x; VJP: gx = -gy.
+
+    See derivations/01_autodiff.md, eq. (11).
+    """
 
     def forward(self, x):
         return -x
@@ -129,7 +150,10 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """y = x^c for a constant exponent c; VJP: gx = gy c x^(c-1)."""
+    """y = x^c for a constant exponent c; VJP: gx = gy c x^(c-1).
+
+    See derivations/01_autodiff.md, eq. (12).
+    """
 
     def __init__(self, c):
         self.c = c
@@ -170,7 +194,10 @@ def pow(x, c):  # noqa: A001  (mirrors numpy.power's role)
 
 # ----- elementwise maths ----------------------------------------------------------
 class Exp(Function):
-    """y = e^x; VJP: gx = gy y."""
+    """y = e^x; VJP: gx = gy y.
+
+    See derivations/01_autodiff.md, eq. (13).
+    """
 
     def forward(self, x):
         return get_array_module(x).exp(x)
@@ -180,7 +207,10 @@ class Exp(Function):
 
 
 class Log(Function):
-    """y = log x; VJP: gx = gy / x."""
+    """y = log x; VJP: gx = gy / x.
+
+    See derivations/01_autodiff.md, eq. (14).
+    """
 
     def forward(self, x):
         return get_array_module(x).log(x)
@@ -190,7 +220,10 @@ class Log(Function):
 
 
 class Sqrt(Function):
-    """y = sqrt(x); VJP: gx = gy / (2 y)."""
+    """y = sqrt(x); VJP: gx = gy / (2 y).
+
+    See derivations/01_autodiff.md, eq. (15).
+    """
 
     def forward(self, x):
         return get_array_module(x).sqrt(x)
@@ -200,7 +233,10 @@ class Sqrt(Function):
 
 
 class Abs(Function):
-    """y = |x|; VJP: gx = gy sign(x) (0 at x = 0, a valid subgradient)."""
+    """y = |x|; VJP: gx = gy sign(x) (0 at x = 0, a valid subgradient).
+
+    See derivations/01_autodiff.md, eq. (16).
+    """
 
     def forward(self, x):
         return get_array_module(x).abs(x)
@@ -228,7 +264,10 @@ def abs(x):  # noqa: A001
 
 # ----- matrix product -------------------------------------------------------------
 class MatMul(Function):
-    """Batched y = a @ b (batch dims broadcast); VJP: ga = gy b^T, gb = a^T gy."""
+    """Batched y = a @ b (batch dims broadcast); VJP: ga = gy b^T, gb = a^T gy.
+
+    See derivations/01_autodiff.md, eq. (17).
+    """
 
     def forward(self, a, b):
         if a.ndim < 2 or b.ndim < 2:
@@ -262,7 +301,10 @@ def _keepdims_shape(shape, axes):
 
 
 class Sum(Function):
-    """y = sum of x over ``axis``; VJP: gx = gy broadcast back over the summed axes."""
+    """y = sum of x over ``axis``; VJP: gx = gy broadcast back over the summed axes.
+
+    See derivations/01_autodiff.md, eq. (18).
+    """
 
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
@@ -278,7 +320,10 @@ class Sum(Function):
 
 
 class Max(Function):
-    """y = max of x over ``axis``; VJP: gy shared equally among the maximal entries."""
+    """y = max of x over ``axis``; VJP: gy shared equally among the maximal entries.
+
+    See derivations/01_autodiff.md, eq. (20).
+    """
 
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
@@ -301,7 +346,10 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001
 
 
 def mean(x, axis=None, keepdims=False):
-    """Mean over ``axis`` = sum / count (its gradient follows from sum's)."""
+    """Mean over ``axis`` = sum / count (its gradient follows from sum's).
+
+    See derivations/01_autodiff.md, eq. (19).
+    """
     x = as_tensor(x)
     count = 1
     for a in _normalize_axis(axis, x.ndim):
@@ -315,7 +363,10 @@ def max(x, axis=None, keepdims=False):  # noqa: A001
 
 # ----- shape ops -----------------------------------------------------------------------
 class Reshape(Function):
-    """y = x viewed with a new shape; VJP: gx = gy reshaped back."""
+    """y = x viewed with a new shape; VJP: gx = gy reshaped back.
+
+    See derivations/01_autodiff.md, eq. (21).
+    """
 
     def __init__(self, shape):
         self.shape = shape
@@ -329,7 +380,10 @@ class Reshape(Function):
 
 
 class Transpose(Function):
-    """y = x with axes permuted; VJP: gx = gy with the inverse permutation."""
+    """y = x with axes permuted; VJP: gx = gy with the inverse permutation.
+
+    See derivations/01_autodiff.md, eq. (22).
+    """
 
     def __init__(self, axes=None):
         self.axes = axes
@@ -372,7 +426,10 @@ def _unwrap_index(index):
 
 
 class GetItem(Function):
-    """y = x[index] (slices, integers, integer/boolean arrays); VJP: scatter gy into zeros."""
+    """y = x[index] (slices, integers, integer/boolean arrays); VJP: scatter gy into zeros.
+
+    See derivations/01_autodiff.md, eq. (23).
+    """
 
     def __init__(self, index):
         self.index = _unwrap_index(index)
@@ -389,6 +446,8 @@ class GetItemGrad(Function):
     """gx = zeros(x_shape) with gy added at ``index`` (repeated indices accumulate).
 
     It is the adjoint of GetItem, so its own VJP is ``ggy = ggx[index]``.
+
+    See derivations/01_autodiff.md, eq. (24).
     """
 
     def __init__(self, index, x_shape):
@@ -409,7 +468,10 @@ def getitem(x, index):
 
 # ----- joining ---------------------------------------------------------------------------
 class Concatenate(Function):
-    """y = concatenate(xs, axis); VJP: gy cut back into the pieces."""
+    """y = concatenate(xs, axis); VJP: gy cut back into the pieces.
+
+    See derivations/01_autodiff.md, eq. (25).
+    """
 
     def __init__(self, axis=0):
         self.axis = axis
@@ -443,7 +505,10 @@ def stack(xs, axis=0):
 
 # ----- selection ---------------------------------------------------------------------------
 class Where(Function):
-    """y = where(cond, a, b) for a constant boolean ``cond``; VJP routes gy by cond."""
+    """y = where(cond, a, b) for a constant boolean ``cond``; VJP routes gy by cond.
+
+    See derivations/01_autodiff.md, eq. (26).
+    """
 
     def __init__(self, cond):
         self.cond = cond.data if isinstance(cond, Tensor) else cond
@@ -460,7 +525,10 @@ class Where(Function):
 
 
 class Clip(Function):
-    """y = min(max(x, lo), hi); VJP: gy where lo <= x <= hi, else 0."""
+    """y = min(max(x, lo), hi); VJP: gy where lo <= x <= hi, else 0.
+
+    See derivations/01_autodiff.md, eq. (27).
+    """
 
     def __init__(self, lo, hi):
         self.lo, self.hi = lo, hi

@@ -1,2 +1,282 @@
-"""(to be written)"""
-__all__ = []
+"""Convolution (NCHW) through im2col / col2im, and the fully connected layer.
+
+A convolution is a matrix product in disguise (derivations/02_convolution.md):
+
+1. ``im2col`` copies every receptive field of the (padded) input into one
+   column of a matrix ``X_col`` of shape ``(C_in kh kw, B Ho Wo)`` -- eq. (2);
+2. the whole convolution is then ONE matrix product with the weights reshaped
+   to ``W_mat (C_out, C_in kh kw)``: ``Y = W_mat X_col + b`` -- eq. (3);
+3. the backward pass is two more matrix products and ``col2im``, the adjoint
+   of ``im2col``, which adds each column back where it came from -- eqs. (4)-(7).
+
+Speed notes (why the code looks the way it does):
+
+* The matrix products dominate and run in BLAS (NumPy) or cuBLAS (CuPy); the
+  copies around them are written with whole-array slicing. The only Python
+  loops run over the ``kh * kw`` kernel offsets, never over pixels or images.
+* The column matrix is laid out ``(C_in, kh, kw, B, Ho, Wo)`` so that it
+  reshapes to ``(C_in kh kw, B Ho Wo)`` without a copy; each kernel offset
+  ``(i, j)`` fills one contiguous block ``cols[:, i, j]``.
+* 1x1 convolutions need no im2col at all (each receptive field is a single
+  pixel): they are a batched matrix product on the input itself -- eq. (8).
+* The columns are kept from forward for backward (memory for speed: about
+  ``kh*kw`` times the input's size per convolution while the graph is alive).
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..core import Function, as_tensor
+from .basic import matmul, sum, swapaxes
+
+__all__ = ["conv2d", "linear"]   # im2col / col2im / conv_output_size: raw-array helpers, import from here
+
+
+# ----- helpers ------------------------------------------------------------------------
+def _pair(value, name, minimum):
+    """An int or a pair of ints -> a pair of ints (each >= ``minimum``)."""
+    pair = (value, value) if isinstance(value, int) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return tuple(pair)
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length along one axis: ``floor((size + 2 p - k) / s) + 1`` (eq. (1))."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _pad(x, ph, pw):
+    """Zero-pad the two spatial axes of (B, C, H, W) (one copy; nothing when no padding)."""
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    B, C, H, W = x.shape
+    padded = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    padded[:, :, ph:ph + H, pw:pw + W] = x
+    return padded
+
+
+def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0)):
+    """Receptive fields of ``x`` (B, C, H, W) as columns: (C, kh, kw, B, Ho, Wo).
+
+    ``cols[c, i, j, b, r, s] = x_pad[b, c, sh*r + i, sw*s + j]`` (eq. (2)).
+    Reshape to ``(C kh kw, B Ho Wo)`` (free: the array is contiguous).
+    """
+    xp = get_array_module(x)
+    (sh, sw), (ph, pw) = stride, padding
+    B, C, H, W = x.shape
+    Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
+    # channels first, batch second: the block written per kernel offset is then
+    # exactly the layout the matrix product wants
+    x_pad = _pad(x, ph, pw).transpose(1, 0, 2, 3)
+    cols = xp.empty((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
+    for i in range(kh):          # loop over kernel offsets only (kh*kw slices,
+        for j in range(kw):      # each a strided copy of the whole batch)
+            cols[:, i, j] = x_pad[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw]
+    return cols
+
+
+def col2im(cols, x_shape, stride=(1, 1), padding=(0, 0)):
+    """Adjoint of :func:`im2col`: add each column entry back to its pixel (eq. (7)).
+
+    ``cols`` has shape (C, kh, kw, B, Ho, Wo); returns (B, C, H, W). Pixels
+    covered by several receptive fields receive the sum of their entries;
+    entries that fell on the zero padding are dropped.
+    """
+    xp = get_array_module(cols)
+    (sh, sw), (ph, pw) = stride, padding
+    C, kh, kw, B, Ho, Wo = cols.shape
+    _, _, H, W = x_shape
+    gx_pad = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    gx_pad_t = gx_pad.transpose(1, 0, 2, 3)   # a view in the columns' (C, B, ...) order
+    for i in range(kh):
+        for j in range(kw):
+            gx_pad_t[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw] += cols[:, i, j]
+    return gx_pad[:, :, ph:ph + H, pw:pw + W]
+
+
+# ----- convolution ------------------------------------------------------------------------
+class Conv2d(Function):
+    """2-D cross-correlation, NCHW: x (B, C_in, H, W), W (C_out, C_in, kh, kw), b (C_out,)
+    -> y (B, C_out, Ho, Wo).
+
+    Forward:  $Y = W_{mat} X_{col} + b 1^\\top$ with $X_{col} = \\mathrm{im2col}(x)$.
+    VJP:      $\\bar W_{mat} = G X_{col}^\\top$, $\\bar b = G 1$,
+              $\\bar x = \\mathrm{col2im}(W_{mat}^\\top G)$.
+    See derivations/02_convolution.md, eq. (3) (forward) and eqs. (4)-(7) (VJP).
+    """
+
+    differentiable_backward = False   # kernel-style: im2col / col2im on raw arrays
+
+    def __init__(self, stride, padding):
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x, W, b=None):
+        xp = get_array_module(x, W)
+        B = x.shape[0]
+        C_out, C_in, kh, kw = W.shape
+        self.x_shape = x.shape
+        cols = im2col(x, kh, kw, self.stride, self.padding)           # eq. (2)
+        _, _, _, _, Ho, Wo = cols.shape
+        self.cols = cols.reshape(C_in * kh * kw, B * Ho * Wo)          # saved for eq. (4)
+        y = xp.matmul(W.reshape(C_out, -1), self.cols)                 # eq. (3): (C_out, B Ho Wo)
+        if b is not None:
+            y += b[:, None]
+        # (C_out, B, Ho, Wo) -> NCHW, made contiguous for the layers that follow
+        return xp.ascontiguousarray(y.reshape(C_out, B, Ho, Wo).transpose(1, 0, 2, 3))
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        need_x, need_W = self.needs_input_grad[:2]
+        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        W = self.inputs[1].data
+        C_out = W.shape[0]
+        # G in the layout of eq. (3): (C_out, B Ho Wo)
+        G = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(C_out, -1)
+        gx = gW = gb = None
+        if need_W:
+            gW = xp.matmul(G, self.cols.T).reshape(W.shape)            # eq. (4)
+        if need_b:
+            gb = G.sum(axis=1)                                         # eq. (5)
+        if need_x:
+            C_in, kh, kw = W.shape[1:]
+            B, _, Ho, Wo = gy.shape
+            g_cols = xp.matmul(W.reshape(C_out, -1).T, G)              # eq. (6)
+            g_cols = g_cols.reshape(C_in, kh, kw, B, Ho, Wo)
+            gx = col2im(g_cols, self.x_shape, self.stride, self.padding)  # eq. (7)
+        return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
+
+
+class Conv2d1x1(Function):
+    """1x1 convolution as a batched matrix product (no im2col), NCHW.
+
+    Forward:  $Y_b = W_{mat} X_b + b 1^\\top$ for each image b, with $X_b$ the
+              (C_in, Ho Wo) pixels of the (strided) input.
+    VJP:      $\\bar W_{mat} = \\sum_b G_b X_b^\\top$, $\\bar X_b = W_{mat}^\\top G_b$.
+    See derivations/02_convolution.md, eq. (8).
+    """
+
+    differentiable_backward = False
+
+    def __init__(self, stride):
+        self.stride = stride
+
+    def forward(self, x, W, b=None):
+        xp = get_array_module(x, W)
+        sh, sw = self.stride
+        self.x_shape = x.shape
+        x_s = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x   # a strided 1x1 conv samples pixels
+        B, C_in, Ho, Wo = x_s.shape
+        self.x_flat = xp.ascontiguousarray(x_s).reshape(B, C_in, Ho * Wo)
+        W_mat = W.reshape(W.shape[0], C_in)
+        y = xp.matmul(W_mat, self.x_flat)                             # (B, C_out, Ho Wo)
+        if b is not None:
+            y += b[:, None]
+        return y.reshape(B, W.shape[0], Ho, Wo)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        need_x, need_W = self.needs_input_grad[:2]
+        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        W = self.inputs[1].data
+        B, C_out, Ho, Wo = gy.shape
+        G = gy.reshape(B, C_out, Ho * Wo)
+        gx = gW = gb = None
+        if need_W:
+            # sum_b G_b X_b^T as one product over the joint (b, pixel) axis
+            gW = xp.tensordot(G, self.x_flat, axes=([0, 2], [0, 2])).reshape(W.shape)
+        if need_b:
+            gb = G.sum(axis=(0, 2))
+        if need_x:
+            gx_s = xp.matmul(W.reshape(C_out, -1).T, G).reshape(B, -1, Ho, Wo)
+            sh, sw = self.stride
+            if (sh, sw) == (1, 1):
+                gx = gx_s
+            else:   # pixels skipped by the stride get zero gradient
+                gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+                gx[:, :, ::sh, ::sw] = gx_s
+        return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
+
+
+def conv2d(x, W, b=None, stride=1, padding=0):
+    """2-D convolution (cross-correlation, as in PyTorch) of NCHW images.
+
+    Parameters
+    ----------
+    x : Tensor (B, C_in, H, W)
+    W : Tensor (C_out, C_in, kh, kw) -- PyTorch's weight layout
+    b : Tensor (C_out,) or None
+    stride, padding : int or (int, int) -- zero padding on each side
+
+    Returns a Tensor (B, C_out, Ho, Wo) with ``Ho = (H + 2 p - kh) // s + 1``.
+    """
+    x, W = as_tensor(x), as_tensor(W)
+    stride = _pair(stride, "stride", 1)
+    padding = _pair(padding, "padding", 0)
+    if x.ndim != 4:
+        raise ValueError(f"conv2d expects x of shape (B, C, H, W), got shape {x.shape}; "
+                         "add a batch axis with x.reshape(1, *x.shape) for one image")
+    if W.ndim != 4:
+        raise ValueError(f"conv2d expects W of shape (C_out, C_in, kh, kw), got shape {W.shape}")
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"conv2d: x has {x.shape[1]} channels but W expects C_in = {W.shape[1]} "
+                         f"(x {x.shape}, W {W.shape})")
+    kh, kw = W.shape[2:]
+    Ho = conv_output_size(x.shape[2], kh, stride[0], padding[0])
+    Wo = conv_output_size(x.shape[3], kw, stride[1], padding[1])
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"conv2d: a {kh}x{kw} kernel does not fit the {x.shape[2]}x{x.shape[3]} input "
+                         f"with padding {padding}; increase padding or use a smaller kernel")
+    inputs = (x, W) if b is None else (x, W, as_tensor(b))
+    if b is not None and inputs[2].shape != (W.shape[0],):
+        raise ValueError(f"conv2d: bias must have shape ({W.shape[0]},), got {inputs[2].shape}")
+    if (kh, kw) == (1, 1) and padding == (0, 0):
+        return Conv2d1x1(stride)(*inputs)                              # eq. (8): no im2col
+    return Conv2d(stride, padding)(*inputs)
+
+
+# ----- fully connected ------------------------------------------------------------------
+class Linear(Function):
+    """Fully connected layer: x (B, in), W (out, in), b (out,) -> y (B, out).
+
+    Forward:  $y = x W^\\top + b$.
+    VJP:      $\\bar x = G W$, $\\bar W = G^\\top x$, $\\bar b = 1^\\top G$.
+    See derivations/02_convolution.md, eqs. (9)-(10).
+
+    The backward is written with differentiable ops, so second derivatives work.
+    """
+
+    def forward(self, x, W, b=None):
+        xp = get_array_module(x, W)
+        y = xp.matmul(x, W.T)
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, gy):
+        x, W = self.inputs[:2]
+        gx = matmul(gy, W) if self.needs_input_grad[0] else None
+        gW = matmul(swapaxes(gy, 0, 1), x) if self.needs_input_grad[1] else None
+        if len(self.inputs) == 2:
+            return gx, gW
+        gb = sum(gy, axis=0) if self.needs_input_grad[2] else None
+        return gx, gW, gb
+
+
+def linear(x, W, b=None):
+    """``y = x W^T + b`` with x (B, in), W (out, in) (PyTorch's layout), b (out,) or None."""
+    x, W = as_tensor(x), as_tensor(W)
+    if x.ndim != 2 or W.ndim != 2:
+        raise ValueError(f"linear expects x (B, in) and W (out, in), got shapes {x.shape} and {W.shape}; "
+                         "flatten feature maps first with x.reshape(B, -1)")
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"linear: x has {x.shape[1]} features but W expects in = {W.shape[1]} "
+                         f"(x {x.shape}, W {W.shape})")
+    if b is None:
+        return Linear()(x, W)
+    b = as_tensor(b)
+    if b.shape != (W.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({W.shape[0]},), got {b.shape}")
+    return Linear()(x, W, b)

@@ -1,2 +1,117 @@
-"""(to be written)"""
-__all__ = []
+"""Softmax cross-entropy (the classification loss) and the top-k error metric.
+
+Derivation: derivations/04_softmax_cross_entropy.md, eqs. (13)-(14).
+
+Convention: ``reduction="mean"`` (default) averages over the batch, like
+PyTorch's ``cross_entropy``. The official GM-SOP release *sums* over the batch
+and divides every gradient by B instead (SPEC §2); ``reduction="sum"`` gives
+that sum when a caller wants it.
+"""
+from __future__ import annotations
+
+from ..backend import default_xp, get_array_module, to_cpu
+from ..core import Function, Tensor, as_tensor
+
+__all__ = ["softmax_cross_entropy", "topk_error"]
+
+
+class SoftmaxCrossEntropy(Function):
+    """Cross-entropy of softmax(logits) against integer labels: (B, N), (B,) -> ().
+
+    Forward:  $L = -\\frac{1}{B} \\sum_b \\log \\mathrm{softmax}(z_b)_{t_b}$
+              (log-softmax with the row maximum subtracted).
+    VJP:      $\\bar z = \\bar L \\, (\\mathrm{softmax}(z) - \\mathrm{onehot}(t)) / B$.
+    See derivations/04_softmax_cross_entropy.md, eqs. (13)-(14).
+    """
+
+    differentiable_backward = False
+
+    def __init__(self, reduction):
+        self.reduction = reduction
+
+    def forward(self, logits, labels):
+        xp = get_array_module(logits)
+        B = logits.shape[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp_shifted = xp.exp(shifted)
+        sum_exp = exp_shifted.sum(axis=1, keepdims=True)
+        self.probs = exp_shifted / sum_exp                                  # softmax, for eq. (14)
+        rows = xp.arange(B)
+        log_p_label = shifted[rows, labels] - xp.log(sum_exp[:, 0])        # log-softmax at t_b
+        loss = -log_p_label.sum()                                           # eq. (13)
+        if self.reduction == "mean":
+            loss = loss / B
+        return xp.asarray(loss, dtype=logits.dtype)
+
+    def backward(self, gloss):
+        xp = get_array_module(gloss)
+        labels = self.inputs[1].data
+        B = self.probs.shape[0]
+        g_logits = self.probs.copy()
+        g_logits[xp.arange(B), labels] -= 1                                 # softmax - onehot
+        scale = gloss / B if self.reduction == "mean" else gloss
+        return g_logits * scale, None                                       # eq. (14); no label grad
+
+
+def _check_labels(logits, labels, name):
+    """Labels as an integer Tensor of shape (B,) with values in [0, N)."""
+    if not isinstance(labels, Tensor):
+        # keep integer lists as integers (Tensor(list) would make float32 data)
+        labels = Tensor(labels if hasattr(labels, "dtype") else default_xp().asarray(labels))
+    B, N = logits.shape
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{name}: labels must be integers (class indices), got dtype {labels.dtype}; "
+                        "convert with labels.astype(int)")
+    if labels.shape != (B,):
+        raise ValueError(f"{name}: labels must have shape ({B},) to match logits {logits.shape}, "
+                         f"got {labels.shape}")
+    lo, hi = int(labels.data.min()), int(labels.data.max())
+    if lo < 0 or hi >= N:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name}: label {bad} is out of range for {N} classes (labels must be in "
+                         f"0..{N - 1}); check the dataset's class count and the classifier's width")
+    return labels
+
+
+def softmax_cross_entropy(logits, labels, reduction="mean"):
+    """Cross-entropy loss of ``softmax(logits)`` against integer class labels.
+
+    Parameters
+    ----------
+    logits : Tensor (B, N) -- unnormalised class scores
+    labels : int array or Tensor (B,) -- class indices in [0, N)
+    reduction : "mean" (default, average over the batch) or "sum"
+
+    Returns a scalar Tensor (shape ()).
+    """
+    logits = as_tensor(logits)
+    if logits.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy expects logits of shape (B, N), got {logits.shape}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"softmax_cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
+    labels = _check_labels(logits, labels, "softmax_cross_entropy")
+    return SoftmaxCrossEntropy(reduction)(logits, labels)
+
+
+def topk_error(logits, labels, k=1):
+    """Fraction of samples whose label is NOT among the k largest logits (a float, no gradient).
+
+    ``topk_error(logits, labels, 1)`` is the top-1 error, ``k=5`` the top-5 error.
+    Ties are broken deterministically by index, as a stable sort would: the
+    label's rank is the number of logits larger than its logit, plus the number
+    of equal logits at a smaller index. So all-equal logits are *not* counted
+    as correct for every class at once.
+    """
+    logits = as_tensor(logits)
+    if logits.ndim != 2:
+        raise ValueError(f"topk_error expects logits of shape (B, N), got {logits.shape}")
+    if not isinstance(k, int) or not 1 <= k <= logits.shape[1]:
+        raise ValueError(f"topk_error: k must be an int in 1..{logits.shape[1]}, got {k!r}")
+    labels = _check_labels(logits, labels, "topk_error")
+    xp = get_array_module(logits)
+    z, t = logits.data, labels.data
+    B, N = z.shape
+    label_logit = z[xp.arange(B), t][:, None]
+    before = xp.arange(N)[None, :] < t[:, None]                 # index-based tie break
+    rank = (z > label_logit).sum(axis=1) + ((z == label_logit) & before).sum(axis=1)
+    return float(to_cpu((rank >= k).mean()))

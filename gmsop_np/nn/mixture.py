@@ -1,2 +1,349 @@
-"""(to be written)"""
-__all__ = []
+"""Gated mixtures of component models (paper §2.1, Eqs. 1-4) and their heads.
+
+``GatedMixture`` is the general module; GM-SOP and GM-GAP are instances:
+
+    x (B, C, h, w) --gate_features--> u (B, D) --Eq. 2--> logits H (B, N)
+                   --Top-K softmax (Eq. 3)--> weights w (B, N), indices (B, K)
+    y (B, R) = sum_{i in TopK} w_i * tail(M_i(x))      (Eq. 1, computed sparsely)
+
+* Sparse: component i runs only on the samples that selected it (B*K rows in
+  total instead of B*N), see ``gmsop_np.functions.dispatch`` and
+  derivations/10_dispatch.md. The components must treat samples independently
+  (no batch norm inside them), which holds for the paper's components.
+* ``tail`` is the parameter-free end of every component (SR-SOP: covariance,
+  Newton-Schulz, triu; GAP: the average), run ONCE on all B*K rows.
+* Noise (Eq. 2, training only): ``noise="shared"`` draws one gamma ~ N(0, 1) per
+  sample for all N logits (the official release; the paper's gamma is a scalar),
+  ``"independent"`` one per (sample, component) (Shazeer et al. 2017). gamma is
+  drawn on the host from the module's own seeded generator (``noise_rng``).
+* Gate weights W_g, W_n (N, D): ``gate_init="constant"`` sets every entry to 1/D
+  (the official release; all logits tie at first, our tie rule then picks the
+  lowest indices), ``"zeros"`` follows Shazeer et al. Both are documented choices.
+* Balance loss (Eq. 4): each *training* forward stores the unscaled
+  ``self.balance_loss`` = alpha * CV^2(importance) (a Tensor; None in evaluation).
+  Training convention: ``loss = CE_mean + balance_loss / B``. The official
+  release sums the cross-entropy over the batch and divides all gradients by B,
+  so against a mean cross-entropy the faithful weight is 1/B; adding alpha = 100
+  unscaled overwhelms the cross-entropy and collapses routing
+  (derivations/09_balance_loss.md, eq. (9)).
+* Usage (paper Fig. 2): ``usage_counts`` (numpy int64, N) accumulates the samples
+  each component received over training forwards; ``reset_usage()`` clears it
+  (call it at the start of every epoch).
+
+Heads registered here (factory kwargs in brackets): "gmsop" and "gmgap"
+[num_components=16, k=8, noise, gate_init, alpha, ...], "avesop" and "avegap"
+[k=16]. SOP heads take the preset's Newton-Schulz iterations (``ns_iters``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import default_xp
+from ..core import Parameter
+from ..functions.dispatch import sparse_mixture
+from ..functions.gating import NOISE_MODES, balance_loss, draw_gate_noise, noisy_gate_logits, topk_softmax
+from ..presets import get_preset
+from . import sop as _sop  # SR-SOP (looked up at construction time)
+from .heads import ClassifierHead, register_head
+from .layers import BatchNorm2d, Conv2d, GlobalAvgPool, ReLU, as_rng
+from .module import Module, ModuleList, Sequential
+
+__all__ = [
+    "GatedMixture", "AverageMixture", "GMSOP", "GMGAP", "AveSOP", "AveGAP", "MixtureHead",
+    "GATE_INITS", "gmsop", "gmgap", "avesop", "avegap",
+]
+
+GATE_INITS = ("constant", "zeros")
+
+
+def _host_parameter(array: np.ndarray) -> Parameter:
+    """A float32 Parameter on the default backend from host data."""
+    return Parameter(default_xp().asarray(array.astype(np.float32)))
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class _UsageMixin:
+    """``usage_counts``: samples received per component, accumulated in training forwards."""
+
+    def reset_usage(self) -> None:
+        """Start counting again (e.g. at the beginning of an epoch)."""
+        self.usage_counts = np.zeros(self.num_components, dtype=np.int64)
+
+
+class GatedMixture(_UsageMixin, Module):
+    """Sparsely gated mixture (paper Eqs. 1-3) of N components: (B, ...) -> (B, R).
+
+    Parameters
+    ----------
+    gate_features : Module, (B, ...) -> (B, D): the gating "prediction layers" f(theta_g; X).
+    components : list of N Modules, (rows, ...) -> (rows, ...), samples treated independently.
+    k : number of components per sample, 2 <= k <= N.
+    gate_dim : D, the size of the gating features.
+    tail : optional parameter-free Module run once on all B*K component outputs.
+    noise : "shared" (default, official release) or "independent" (see module docstring).
+    gate_init : "constant" (1/D, official release) or "zeros".
+    alpha, ddof : balance-loss weight and the std's ddof (100 and 1 as in the official release).
+    rng : Generator / seed for the initial weights; the noise generator is derived from it.
+
+    Math: derivations/08_gating.md, eq. (1) (logits) and eq. (5) (Top-K softmax);
+    derivations/09_balance_loss.md, eq. (3); derivations/10_dispatch.md, eq. (6).
+    """
+
+    def __init__(self, gate_features, components, k, gate_dim, *, tail=None, noise="shared",
+                 gate_init="constant", alpha=100.0, ddof=1, rng=None):
+        super().__init__()
+        n = len(components)
+        _check_int("the number of components N", n, 2)
+        _check_int("k", k, 2)
+        if k > n:
+            raise ValueError(f"k must satisfy 2 <= k <= N = {n}, got k = {k}")
+        _check_int("gate_dim", gate_dim, 1)
+        if noise not in NOISE_MODES:
+            raise ValueError(f"unknown noise mode {noise!r}; choose one of {NOISE_MODES}")
+        if gate_init not in GATE_INITS:
+            raise ValueError(f"unknown gate_init {gate_init!r}; choose one of {GATE_INITS}")
+        rng = as_rng(rng)
+        self.num_components, self.k, self.gate_dim = n, int(k), int(gate_dim)
+        self.noise, self.gate_init, self.alpha, self.ddof = noise, gate_init, float(alpha), int(ddof)
+        self.gate_features = gate_features
+        self.components = ModuleList(components)
+        self.tail = tail
+        value = 1.0 / gate_dim if gate_init == "constant" else 0.0
+        self.W_g = _host_parameter(np.full((n, gate_dim), value))   # clean logits  (Eq. 2)
+        self.W_n = _host_parameter(np.full((n, gate_dim), value))   # noise scale   (Eq. 2)
+        # its own stream: gating noise does not disturb the initialisation stream
+        self.noise_rng = np.random.default_rng(rng.integers(2**63))
+        self.balance_loss = None
+        self.last_indices = None     # (B, K) selected components of the last forward (array)
+        self.last_weights = None     # (B, N) gating weights of the last forward (array)
+        self.reset_usage()
+
+    def gate(self, x, noise=None):
+        """The gating weights: ``(weights (B, N) Tensor, indices (B, K) Tensor, logits (B, N) Tensor)``.
+
+        ``noise``: gamma for this call ((B, 1) or (B, N)); by default drawn from
+        ``noise_rng`` in training and 0 in evaluation.
+        """
+        u = self.gate_features(x)
+        if u.ndim != 2 or u.shape[1] != self.gate_dim:
+            raise ValueError(f"gate_features must return (B, {self.gate_dim}) gating features, got "
+                             f"{tuple(u.shape)}")
+        if u.shape[0] != x.shape[0]:
+            raise ValueError(f"gate_features returned {u.shape[0]} rows for a batch of {x.shape[0]}: the gate "
+                             "and the components must see the same batch")
+        if noise is None and self.training_now:
+            noise = draw_gate_noise(self.noise_rng, x.shape[0], self.num_components, self.noise)
+        logits = noisy_gate_logits(u, self.W_g, self.W_n, noise if self.training_now else None)
+        weights, indices = topk_softmax(logits, self.k)
+        return weights, indices, logits
+
+    def forward(self, x, noise=None):
+        weights, indices, _ = self.gate(x, noise)
+        y, plan = sparse_mixture(x, weights, indices, list(self.components), tail=self.tail)
+        self.last_indices, self.last_weights = indices.data, weights.data
+        if self.training_now:
+            self.balance_loss = balance_loss(weights, self.alpha, self.ddof)
+            self.usage_counts = self.usage_counts + plan.counts
+        else:
+            self.balance_loss = None
+        return y
+
+    def extra_repr(self):
+        return (f"N={self.num_components}, K={self.k}, gate_dim={self.gate_dim}, noise={self.noise!r}, "
+                f"gate_init={self.gate_init!r}, alpha={self.alpha}, ddof={self.ddof}")
+
+
+class AverageMixture(_UsageMixin, Module):
+    """Plain average of K components, no gate (Ave-GAP-K / Ave-SOP-K): (B, ...) -> (B, R).
+
+    $y = \\frac1K \\sum_{i=1}^K \\mathrm{tail}(M_i(x))$. Every component sees every sample,
+    so ``usage_counts`` grows by B per component. ``balance_loss`` is always None.
+    """
+
+    def __init__(self, components, *, tail=None):
+        super().__init__()
+        _check_int("the number of components K", len(components), 1)
+        self.num_components = self.k = len(components)
+        self.components = ModuleList(components)
+        self.tail = tail
+        self.balance_loss = None
+        self.reset_usage()
+
+    def forward(self, x):
+        b = x.shape[0]
+        outs = F.concatenate([m(x) for m in self.components], axis=0)   # (K*B, ...)
+        if self.tail is not None:
+            outs = self.tail(outs)                                      # one batched call
+        outs = F.reshape(outs, (self.k, b) + tuple(outs.shape[1:]))
+        if self.training_now:
+            self.usage_counts = self.usage_counts + b
+        return F.mean(outs, axis=0)
+
+
+# ----- the paper's mixtures ------------------------------------------------------------------
+def _sop_component(in_channels, hidden, out, rng):
+    """The convolutional part of a parametric SR-SOP (Eq. 6, J = 2; official release: ReLU, no bias, no BN)."""
+    return Sequential(Conv2d(in_channels, hidden, 1, rng=rng), ReLU(), Conv2d(hidden, out, 1, rng=rng), ReLU())
+
+
+def _sop_gate(in_channels, hidden, out, num_iters, rng):
+    """Gating prediction layers of GM-SOP (official release): conv+BN+ReLU twice, then SR-SOP -> (B, out(out+1)/2)."""
+    return Sequential(Conv2d(in_channels, hidden, 1, rng=rng), BatchNorm2d(hidden), ReLU(),
+                      Conv2d(hidden, out, 1, rng=rng), BatchNorm2d(out), ReLU(), _sop.SRSOP(num_iters=num_iters))
+
+
+def _gap_component(in_channels, width, rng):
+    """A parametric GAP component without its pooling: 1x1 conv -> width, ReLU (no bias)."""
+    return Sequential(Conv2d(in_channels, width, 1, rng=rng), ReLU())
+
+
+def _check_channels(module, x):
+    if x.ndim != 4 or x.shape[1] != module.in_channels:
+        raise ValueError(f"{type(module).__name__} expects feature maps (B, {module.in_channels}, h, w), got "
+                         f"{tuple(x.shape)}; build it with in_channels = the backbone's output channels")
+
+
+class GMSOP(GatedMixture):
+    """GM-SOP-N-K (paper §2.3): gated mixture of N parametric SR-SOPs, (B, C, h, w) -> (B, out(out+1)/2).
+
+    Each component: 1x1 conv C -> hidden + ReLU, 1x1 conv hidden -> out + ReLU; the
+    SR-SOP after them (covariance -> Newton-Schulz (num_iters) -> triu) is shared and
+    run once on all B*K gathered rows. Gate: the same convs with BN, then SR-SOP, so
+    u has out(out+1)/2 = 8256 entries for out = 128 (official release).
+    ``hidden`` / ``out`` are configurable so tests can build tiny heads.
+    """
+
+    def __init__(self, in_channels=128, num_components=16, k=8, *, hidden=256, out=128, num_iters=5,
+                 noise="shared", gate_init="constant", alpha=100.0, ddof=1, rng=None):
+        _check_int("in_channels", in_channels, 1)
+        _check_int("num_components", num_components, 2)
+        rng = as_rng(rng)
+        dim = out * (out + 1) // 2
+        gate = _sop_gate(in_channels, hidden, out, num_iters, rng)
+        components = [_sop_component(in_channels, hidden, out, rng) for _ in range(num_components)]
+        super().__init__(gate, components, k, dim, tail=_sop.SRSOP(num_iters=num_iters), noise=noise,
+                         gate_init=gate_init, alpha=alpha, ddof=ddof, rng=rng)
+        self.in_channels, self.representation_dim = int(in_channels), dim
+
+    def forward(self, x, noise=None):
+        _check_channels(self, x)
+        return super().forward(x, noise)
+
+
+class GMGAP(GatedMixture):
+    """GM-GAP-N-K: gated mixture of N parametric GAPs, (B, C, h, w) -> (B, width).
+
+    Each component: 1x1 conv C -> width (512) + ReLU, then GAP (the shared tail).
+    Gate (documented choice, mirroring GM-SOP's gate): 1x1 conv C -> width + BN + ReLU, GAP.
+    """
+
+    def __init__(self, in_channels=128, num_components=16, k=8, *, width=512, noise="shared",
+                 gate_init="constant", alpha=100.0, ddof=1, rng=None):
+        _check_int("in_channels", in_channels, 1)
+        _check_int("num_components", num_components, 2)
+        rng = as_rng(rng)
+        gate = Sequential(Conv2d(in_channels, width, 1, rng=rng), BatchNorm2d(width), ReLU(), GlobalAvgPool())
+        components = [_gap_component(in_channels, width, rng) for _ in range(num_components)]
+        super().__init__(gate, components, k, width, tail=GlobalAvgPool(), noise=noise,
+                         gate_init=gate_init, alpha=alpha, ddof=ddof, rng=rng)
+        self.in_channels, self.representation_dim = int(in_channels), int(width)
+
+    def forward(self, x, noise=None):
+        _check_channels(self, x)
+        return super().forward(x, noise)
+
+
+class AveSOP(AverageMixture):
+    """Ave-SOP-K: the plain average of K parametric SR-SOPs (no gate), (B, C, h, w) -> (B, out(out+1)/2)."""
+
+    def __init__(self, in_channels=128, k=16, *, hidden=256, out=128, num_iters=5, rng=None):
+        _check_int("in_channels", in_channels, 1)
+        rng = as_rng(rng)
+        super().__init__([_sop_component(in_channels, hidden, out, rng) for _ in range(k)],
+                         tail=_sop.SRSOP(num_iters=num_iters))
+        self.in_channels, self.representation_dim = int(in_channels), out * (out + 1) // 2
+
+    def forward(self, x):
+        _check_channels(self, x)
+        return super().forward(x)
+
+
+class AveGAP(AverageMixture):
+    """Ave-GAP-K: the plain average of K parametric GAPs (1x1 conv -> width + ReLU, GAP), no gate."""
+
+    def __init__(self, in_channels=128, k=16, *, width=512, rng=None):
+        _check_int("in_channels", in_channels, 1)
+        rng = as_rng(rng)
+        super().__init__([_gap_component(in_channels, width, rng) for _ in range(k)], tail=GlobalAvgPool())
+        self.in_channels, self.representation_dim = int(in_channels), int(width)
+
+    def forward(self, x):
+        _check_channels(self, x)
+        return super().forward(x)
+
+
+class MixtureHead(Module):
+    """A mixture representation followed by ``ClassifierHead`` (BN1d -> Dropout(0.2) -> FC).
+
+    (B, C, h, w) -> (B, num_classes). Exposes the mixture's ``balance_loss`` (unscaled
+    L_B of the last training forward, or None; add ``balance_loss / B`` to a mean
+    cross-entropy), ``usage_counts`` and ``reset_usage()``.
+    """
+
+    def __init__(self, mixture, num_classes, rng=None):
+        super().__init__()
+        self.mixture = mixture
+        self.classifier = ClassifierHead(mixture.representation_dim, num_classes, rng=rng)
+        self.representation_dim = mixture.representation_dim
+
+    @property
+    def balance_loss(self):
+        return self.mixture.balance_loss
+
+    @property
+    def usage_counts(self):
+        return self.mixture.usage_counts
+
+    def reset_usage(self):
+        self.mixture.reset_usage()
+
+    def forward(self, x):
+        return self.classifier(self.mixture(x))
+
+
+# ----- registry ------------------------------------------------------------------------------
+def _ns_iters(preset, ns_iters):
+    return get_preset(preset).ns_iters if ns_iters is None else ns_iters
+
+
+@register_head("gmsop", second_order=True,
+               description="GM-SOP-N-K: gated mixture of parametric SR-SOPs (num_components=16, k=8)")
+def gmsop(in_channels, num_classes, *, preset, rng, num_components=16, k=8, ns_iters=None, **kwargs):
+    rng = as_rng(rng)
+    mixture = GMSOP(in_channels, num_components, k, num_iters=_ns_iters(preset, ns_iters), rng=rng, **kwargs)
+    return MixtureHead(mixture, num_classes, rng=rng)
+
+
+@register_head("gmgap", second_order=False,
+               description="GM-GAP-N-K: gated mixture of parametric GAPs (num_components=16, k=8)")
+def gmgap(in_channels, num_classes, *, preset, rng, num_components=16, k=8, **kwargs):
+    rng = as_rng(rng)
+    return MixtureHead(GMGAP(in_channels, num_components, k, rng=rng, **kwargs), num_classes, rng=rng)
+
+
+@register_head("avesop", second_order=True, description="Ave-SOP-K: average of K parametric SR-SOPs (k=16)")
+def avesop(in_channels, num_classes, *, preset, rng, k=16, ns_iters=None, **kwargs):
+    rng = as_rng(rng)
+    mixture = AveSOP(in_channels, k, num_iters=_ns_iters(preset, ns_iters), rng=rng, **kwargs)
+    return MixtureHead(mixture, num_classes, rng=rng)
+
+
+@register_head("avegap", second_order=False, description="Ave-GAP-K: average of K parametric GAPs (k=16)")
+def avegap(in_channels, num_classes, *, preset, rng, k=16, **kwargs):
+    rng = as_rng(rng)
+    return MixtureHead(AveGAP(in_channels, k, rng=rng, **kwargs), num_classes, rng=rng)

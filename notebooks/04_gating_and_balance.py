@@ -1,0 +1,219 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 — Noisy Top-K gating and the balance loss
+#
+# GM-SOP picks, for every image, K of N component models. The gate computes noisy logits
+# (paper Eq. 2), keeps the K largest and takes a softmax over them (Eq. 3); the balance loss
+# (Eq. 4) keeps the components equally important. We look at the weights, check the
+# gradients, and reproduce the paper's Fig. 2 in miniature: component usage without and
+# with the balance loss. Maths: [`08_gating.md`](../derivations/08_gating.md),
+# [`09_balance_loss.md`](../derivations/09_balance_loss.md).
+
+# %% tags=["parameters"]
+BACKEND = "numpy"     # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
+SEED = 0
+N_COMPONENTS = 8      # N, the number of components in the Fig. 2 miniature
+K = 2                 # K, components per image
+STEPS = 120           # training steps per run of the miniature
+BATCH = 32
+IMAGE_SIZE = 16
+FIGURE_DIR = "figures"
+
+# %%
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+import gmsop_np as gs
+import gmsop_np.functional as F
+from gmsop_np.data import make_textures
+from gmsop_np.nn import GMSOP, Linear
+
+if BACKEND == "cupy" and not gs.cupy_available():
+    print("BACKEND='cupy' was asked for, but CuPy with a CUDA GPU is not available here: using NumPy.")
+    BACKEND = "numpy"
+gs.set_backend(BACKEND)
+xp = gs.backend.default_xp()
+figure_dir = Path(FIGURE_DIR)
+figure_dir.mkdir(parents=True, exist_ok=True)
+rng = np.random.default_rng(SEED)
+
+# %% [markdown]
+# ## 1. Noisy logits and Top-K weights
+#
+# $H = W_g u + \gamma \cdot \mathrm{softplus}(W_n u)$ with one $\gamma \sim N(0, 1)$ per image
+# shared by its N logits (the official release), only in training. Then the K largest logits
+# survive; the weights are exactly 0 elsewhere and each row sums to 1.
+
+# %%
+B, D, N = 6, 10, 8
+u = xp.asarray(rng.standard_normal((B, D)))
+W_g = xp.asarray(rng.standard_normal((N, D)) / np.sqrt(D))
+W_n = xp.asarray(rng.standard_normal((N, D)) / np.sqrt(D))
+gamma = F.draw_gate_noise(rng, B, N, "shared")                   # (B, 1), drawn on the host
+clean = F.noisy_gate_logits(u, W_g)                               # evaluation: no noise
+noisy = F.noisy_gate_logits(u, W_g, W_n, noise=gamma)
+weights, indices = F.topk_softmax(noisy, 3)
+w = gs.to_cpu(weights.data)
+print("selected components per image (largest logit first):\n", gs.to_cpu(indices.data))
+print("non-zeros per row:", (w > 0).sum(axis=1), "| row sums:", w.sum(axis=1).round(12))
+
+fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+for ax, data, title in [(axes[0], gs.to_cpu(clean.data), "clean logits W_g u"),
+                        (axes[1], gs.to_cpu(noisy.data), "noisy logits (Eq. 2)"),
+                        (axes[2], w, "Top-3 softmax weights (Eq. 3)")]:
+    image = ax.imshow(data, cmap="viridis")
+    ax.set_title(title)
+    ax.set_xlabel("component")
+    ax.set_ylabel("image")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+fig.tight_layout()
+fig.savefig(figure_dir / "04_topk_weights.png")
+plt.close(fig)
+
+# %% [markdown]
+# ## 2. Gradients of the gate
+#
+# The Top-K softmax backward reaches only the selected logits: the others get exactly 0
+# (not a small number). The gradient check keeps a margin at the K-th logit (at a tie the
+# selection, and so the function, jumps).
+
+# %%
+logits = np.sort(rng.standard_normal((4, N)), axis=1)[:, ::-1] + np.arange(N)[::-1] * 0.3
+logits = np.ascontiguousarray(logits[:, rng.permutation(N)])   # distinct, well-separated logits
+gs.check_backward(lambda h: F.topk_softmax(h, 3)[0], [xp.asarray(logits)])
+h = gs.Tensor(xp.asarray(logits), requires_grad=True)
+wk, _ = F.topk_softmax(h, 3)
+wk.backward(xp.asarray(rng.standard_normal(logits.shape)))
+unselected_grad = gs.to_cpu(h.grad.data)[gs.to_cpu(wk.data) == 0]
+print("check_backward passes; gradient on unselected logits: max |.| =", np.abs(unselected_grad).max())
+gs.check_backward(lambda u_, g_, n_: F.noisy_gate_logits(u_, g_, n_, noise=gamma), [u, W_g, W_n])
+print("check_backward passes for the noisy logits (u, W_g, W_n)")
+
+# %% [markdown]
+# ## 3. The balance loss (Eq. 4)
+#
+# Importance $v_i = \sum_s w_{s,i}$; $L_B = \alpha\,(\mathrm{std}(v)/\mathrm{mean}(v))^2$ with the
+# sample std (ddof = 1, as the release). Since each row sums to 1, mean(v) = B/N. Its
+# extremes: 0 for perfectly balanced routing; all images on the same K components with
+# weights 1/K gives $\mathrm{CV}^2 = N/K - 1$ (ddof 0).
+
+# %%
+def balance_oracle(w, alpha=100.0, ddof=1):
+    v = w.sum(axis=0)
+    return alpha * (np.std(v, ddof=ddof) / np.mean(v)) ** 2
+
+
+collapsed = np.zeros((16, N))
+collapsed[:, :K] = 1.0 / K
+balanced = np.zeros((16, N))
+for s in range(16):
+    balanced[s, [(K * s + j) % N for j in range(K)]] = 1.0 / K
+for name, wts in [("Top-3 weights above", w), ("collapsed", collapsed), ("balanced", balanced)]:
+    value = F.balance_loss(gs.Tensor(xp.asarray(wts))).item()
+    print(f"{name:20} L_B = {value:9.4f}   (oracle {balance_oracle(wts):9.4f})")
+worst_cv2 = F.balance_loss(gs.Tensor(xp.asarray(collapsed)), alpha=1.0, ddof=0).item()
+print(f"collapsed, alpha = 1, ddof = 0: CV^2 = {worst_cv2:.4f}  (N/K - 1 = {N / K - 1})")
+gs.check_backward(F.balance_loss, [xp.asarray(w)])
+print("check_backward passes for the balance loss")
+
+# %% [markdown]
+# ## 4. Fig. 2 in miniature: usage without and with the balance loss
+#
+# A small GM-SOP (N components, K per image; each component 1×1 convs 3 → 8 → 4 + SR-SOP)
+# reads `textures` images directly, followed by a linear classifier, trained with plain SGD
+# on `CE_mean + L_B / B` (the release's weighting, 09_balance_loss.md) for α = 0 and
+# α = 100. `usage_counts` counts the images each component received.
+#
+# One deviation from the release, on purpose: the gate starts from small random weights
+# instead of the constant 1/D. With tied logits every image starts on the same
+# lowest-index K components, and an importance-only balance loss cannot pull them apart
+# (its gradient reaches only selected logits, and is equal for components used equally),
+# so both runs would sit on the same K components in a model this small.
+
+# %%
+images, labels = make_textures(512, image_size=IMAGE_SIZE, seed=SEED)
+pixels = ((images.astype(np.float32) - 128.0) / 45.0)
+
+
+def train_mixture(alpha):
+    mixture = GMSOP(3, N_COMPONENTS, K, hidden=8, out=4, num_iters=3, alpha=alpha, gate_init="zeros", rng=SEED)
+    classifier = Linear(mixture.representation_dim, 4, rng=SEED)
+    gate_rng = np.random.default_rng(SEED + 100)
+    mixture.W_g.data = gate_rng.standard_normal(mixture.W_g.shape).astype(np.float32)
+    if BACKEND == "cupy":
+        mixture.to_gpu()
+        classifier.to_gpu()
+    params = mixture.parameters() + classifier.parameters()
+    order = np.random.default_rng(SEED)
+    usage, losses = [], []
+    for step in range(STEPS):
+        batch = order.choice(len(pixels), BATCH, replace=False)
+        ce = F.softmax_cross_entropy(classifier(mixture(gs.Tensor(xp.asarray(pixels[batch])))),
+                                     xp.asarray(labels[batch]))
+        loss = ce + mixture.balance_loss / BATCH if alpha > 0 else ce
+        for p in params:
+            p.grad = None
+        loss.backward()
+        with gs.no_grad():
+            for p in params:
+                if p.grad is not None:          # components nobody selected get no gradient
+                    p.data -= 0.1 * p.grad.data
+        losses.append(ce.item())
+        if (step + 1) % (STEPS // 3) == 0:     # three "epochs"
+            usage.append(mixture.usage_counts.copy())
+            mixture.reset_usage()
+    return np.array(usage), losses
+
+
+runs = {alpha: train_mixture(alpha) for alpha in (0.0, 100.0)}
+
+
+def usage_cv(counts):
+    return float(np.std(counts) / np.mean(counts))
+
+
+for alpha, (usage, losses) in runs.items():
+    print(f"alpha = {alpha:5}: last-epoch usage {usage[-1]}, CV = {usage_cv(usage[-1]):.2f}, "
+          f"CE {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+for ax, (alpha, (usage, _)) in zip(axes, runs.items()):
+    share = usage[-1] / usage[-1].sum()
+    ax.bar(np.arange(N_COMPONENTS), share)
+    ax.axhline(1 / N_COMPONENTS, color="gray", ls="--", lw=0.8, label="uniform")
+    ax.set_title(f"alpha = {alpha:g}: CV = {usage_cv(usage[-1]):.2f}")
+    ax.set_xlabel("component")
+axes[0].set_ylabel("share of images (last epoch)")
+axes[0].legend()
+fig.suptitle(f"component usage, GM-SOP-{N_COMPONENTS}-{K} on textures (paper Fig. 2 in miniature)")
+fig.tight_layout()
+fig.savefig(figure_dir / "04_usage_histograms.png")
+plt.close(fig)
+
+# %% [markdown]
+# ## Milestone checks
+
+# %%
+assert ((w > 0).sum(axis=1) == 3).all() and np.allclose(w.sum(axis=1), 1.0)
+assert np.all(unselected_grad == 0.0), "unselected logits get exactly zero gradient"
+assert np.isclose(F.balance_loss(gs.Tensor(xp.asarray(w))).item(), balance_oracle(w))
+assert np.isclose(worst_cv2, N / K - 1) and F.balance_loss(gs.Tensor(xp.asarray(balanced))).item() < 1e-12
+usage0, usage100 = runs[0.0][0][-1], runs[100.0][0][-1]
+assert usage0.sum() == usage100.sum() == (STEPS // 3) * BATCH * K, "each image is counted once per selected slot"
+assert usage_cv(usage100) < usage_cv(usage0), "the balance loss spreads the images over the components"
+for name in ["04_topk_weights.png", "04_usage_histograms.png"]:
+    assert (figure_dir / name).stat().st_size > 0
+print("all checks passed")

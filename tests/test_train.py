@@ -1,0 +1,150 @@
+"""The training application (gmsop_np.train): recipe, exact resume, the NaN guard, and the
+headline claim on ``textures`` -- a second-order head beats GAP by a clear margin.
+
+Runs are tiny (a few dozen images, the ``tiny`` backbone) and fully seeded; on
+NumPy they are deterministic, so the comparisons are exact, not statistical.
+"""
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from gmsop_np.data import ArrayDataset
+from gmsop_np.train import (
+    TIMING_COLUMNS,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    model_rngs,
+    paper_recipe,
+    scale_schedule,
+)
+
+
+def test_scale_schedule_keeps_the_paper_proportions():
+    assert scale_schedule((40, 10, 5, 5), 60) == [40, 10, 5, 5]
+    assert scale_schedule((40, 10, 5, 5), 12) == [8, 2, 1, 1]
+    assert scale_schedule((40, 10, 5, 5), 3) == [2, 1]
+    assert scale_schedule((50, 15, 10), 1) == [1]
+    for epochs in range(1, 40):
+        for stages in [(40, 10, 5, 5), (50, 15, 10), (20, 5, 5, 5)]:
+            scaled = scale_schedule(stages, epochs)
+            assert sum(scaled) == epochs and min(scaled) >= 1
+            assert scaled[0] == max(scaled)                   # most epochs at the initial learning rate
+    with pytest.raises(ValueError):
+        scale_schedule((40, 10), 0)
+
+
+def test_paper_recipes_and_config_defaults():
+    assert paper_recipe("gmsop") == (0.1, (40, 10, 5, 5))
+    assert paper_recipe("gmgap") == (0.075, (50, 15, 10))
+    assert paper_recipe("srsop") == (0.15, (20, 5, 5, 5))
+    lr, schedule, wd = TrainConfig(head="gmsop", dataset="imagenet64").resolved()
+    assert (lr, schedule, wd) == (0.1, [40, 10, 5, 5], 5e-4)            # the paper, in full
+    lr, schedule, wd = TrainConfig(head="gap", preset="official", epochs=6).resolved()
+    assert (lr, schedule, wd) == (0.0375, [4, 1, 1], 1e-4)          # textures: half the paper's lr
+    with pytest.raises(ValueError, match="sums to"):
+        TrainConfig(schedule=[2, 1], epochs=4).resolved()
+
+
+def _config(tmp_path, name, **kw):
+    options = dict(head="gmsop", num_components=4, k=2, train_size=32, val_size=16, batch_size=8,
+                   epochs=2, schedule=[1, 1], lr=0.05, progress=False, out=str(tmp_path / name))
+    options.update(kw)
+    return TrainConfig(**options)
+
+
+def _metrics(out):
+    with open(os.path.join(out, "metrics.csv"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+def _state(trainer):
+    return trainer.model.state_dict(), {k: g.bit_generator.state for k, g in model_rngs(trainer.model).items()}
+
+
+def test_resumed_runs_reproduce_an_uninterrupted_run_exactly(tmp_path):
+    full = Trainer(_config(tmp_path, "full"))
+    assert full.fit()["status"] == "finished"
+    assert len(model_rngs(full.model)) >= 2                   # dropout and gating noise are saved too
+
+    # stopped at the epoch boundary, resumed by a fresh Trainer (as `gmsop train --resume` does)
+    first = Trainer(_config(tmp_path, "split"))
+    assert first.fit(until_epoch=1)["status"] == "paused"
+    resumed = Trainer(TrainConfig(out=str(tmp_path / "split"), progress=False), resume=True)
+    assert resumed.fit()["status"] == "finished"
+
+    # interrupted in the middle of epoch 1 (what Ctrl-C does), resumed
+    def stop_at_step_2(trainer, epoch, step):
+        if (epoch, step) == (0, 2):
+            trainer.request_stop()
+
+    interrupted = Trainer(_config(tmp_path, "ctrl_c"), callbacks=[stop_at_step_2])
+    assert interrupted.fit()["status"] == "interrupted"
+    assert interrupted.train_loader.state_dict()["batch"] == 2
+    assert not os.path.exists(tmp_path / "ctrl_c" / "metrics.csv")      # no epoch finished yet
+    continued = Trainer(TrainConfig(out=str(tmp_path / "ctrl_c"), progress=False), resume=True)
+    continued.fit()
+
+    reference, (ref_params, ref_rngs) = _metrics(full.out), _state(full)
+    assert len(reference) == 2
+    for run in (resumed, continued):
+        assert _metrics(run.out) == reference
+        params, rngs = _state(run)
+        assert rngs == ref_rngs
+        for name, value in ref_params.items():
+            np.testing.assert_array_equal(params[name], value, err_msg=name)
+    for name in ("config.json", "usage.csv", "last.npz", "best.npz"):
+        assert os.path.exists(os.path.join(full.out, name))
+
+
+def test_a_new_run_refuses_to_overwrite_and_resume_needs_a_run(tmp_path):
+    Trainer(_config(tmp_path, "run", epochs=1, schedule=None)).fit()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(_config(tmp_path, "run", epochs=1, schedule=None))
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        Trainer(TrainConfig(out=str(tmp_path / "nothing")), resume=True)
+
+
+def _float_textures(n, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n, 3, 16, 16))
+    return ArrayDataset(images, np.arange(n) % 4, num_classes=4, mean=[0.0] * 3, std=[1.0] * 3)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    train, val = _float_textures(32, 0), _float_textures(16, 1)
+    config = _config(tmp_path, "nan", head="gap", image_size=16)
+    Trainer(config, datasets=(train, val)).fit(until_epoch=1)
+    last = tmp_path / "nan" / "last.npz"
+    saved = last.read_bytes()
+
+    train.images[5] = np.nan                                   # one bad image in epoch 2
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "nan"), progress=False), resume=True,
+                      datasets=(train, val))
+    bad_step = 1 + int(np.flatnonzero(trainer.train_loader.order(1) == 5)[0]) // 16
+    with pytest.raises(NonFiniteLossError, match=f"epoch 2, step {bad_step}") as info:
+        trainer.fit()
+    assert "kept" in str(info.value) and str(last) in str(info.value)
+    assert last.read_bytes() == saved                          # the good checkpoint is untouched
+    assert len(_metrics(str(tmp_path / "nan"))) == 1
+
+
+def test_second_order_head_beats_gap_on_textures(tmp_path):
+    """The point of the ``textures`` data set: its classes differ only in channel correlations.
+
+    Same tiny backbone, data (16x16 textures; the "official" preset keeps a 4x4 map
+    for the SOP head), seed and budget (3 epochs of 1,024 images, schedule [2, 1]).
+    SR-SOP must beat GAP's validation top-1 error by at least 25 points. Measured
+    on NumPy: SR-SOP 23.8 %, GAP see the report (chance 75 %).
+    """
+    errors = {}
+    for head in ("srsop", "gap"):
+        config = TrainConfig(head=head, train_size=1024, val_size=256, epochs=3, batch_size=32, image_size=16,
+                             preset="official", seed=0, progress=False, out=str(tmp_path / head))
+        trainer = Trainer(config)
+        trainer.fit()
+        errors[head] = trainer.history[-1]["val_top1"]
+    assert errors["srsop"] + 0.25 <= errors["gap"], errors
