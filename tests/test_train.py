@@ -124,7 +124,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     train.images[5] = np.nan                                   # one bad image in epoch 2
     trainer = Trainer(TrainConfig(out=str(tmp_path / "nan"), progress=False), resume=True,
                       datasets=(train, val))
-    bad_step = 1 + int(np.flatnonzero(trainer.train_loader.order(1) == 5)[0]) // 16
+    batch = trainer.config.batch_size
+    bad_step = 1 + int(np.flatnonzero(trainer.train_loader.order(1) == 5)[0]) // batch
     with pytest.raises(NonFiniteLossError, match=f"epoch 2, step {bad_step}") as info:
         trainer.fit()
     assert "kept" in str(info.value) and str(last) in str(info.value)

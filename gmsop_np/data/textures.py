@@ -151,13 +151,13 @@ def make_textures(n: int, image_size: int = 32, seed: int = 0, *, delta: float =
 def Textures(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0, **kwargs):
     """The ``textures`` data set as an ``ArrayDataset`` (4 classes, uint8 NCHW).
 
-    ``split`` is ``"train"`` (default 4000 images) or ``"val"`` (default 1000);
+    ``split`` is ``"train"`` (default 3000 images) or ``"val"`` (default 1000);
     the two splits are drawn from different seeds (``[seed, 0]`` and ``[seed, 1]``),
     so they never share an image. Extra keyword arguments go to ``make_textures``.
     """
     from .loader import ArrayDataset  # noqa: PLC0415  (avoid an import cycle)
 
-    splits = {"train": (0, 4000), "val": (1, 1000)}
+    splits = {"train": (0, 3000), "val": (1, 1000)}
     if split not in splits:
         raise ValueError(f"textures has splits {sorted(splits)}, not {split!r}")
     split_id, default_n = splits[split]
