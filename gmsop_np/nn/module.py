@@ -279,35 +279,6 @@ class Module:
         return head + "\n  " + "\n  ".join(lines) + "\n)"
 
 
-class Sequential(Module):
-    """Apply sub-modules one after the other: ``Sequential(a, b, c)(x) == c(b(a(x)))``.
-
-    The layers are registered under the names "0", "1", ... (so state-dict keys
-    look like ``stem.0.W``).
-    """
-
-    def __init__(self, *layers: Module):
-        super().__init__()
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Module):
-                raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Module")
-            setattr(self, str(i), layer)
-
-    def forward(self, x):
-        for layer in self._modules.values():
-            x = layer(x)
-        return x
-
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-
 class ModuleList(Module):
     """A list of sub-modules that are registered (so their parameters are found).
 
@@ -321,7 +292,8 @@ class ModuleList(Module):
 
     def append(self, module: Module) -> "ModuleList":
         if not isinstance(module, Module):
-            raise TypeError(f"ModuleList can only hold Modules, got {type(module).__name__}")
+            raise TypeError(f"{type(self).__name__} item {len(self)} is a {type(module).__name__}, not a Module "
+                            "(wrap plain functions in a Module subclass)")
         setattr(self, str(len(self._modules)), module)
         return self
 
@@ -336,3 +308,19 @@ class ModuleList(Module):
 
     def forward(self, *args, **kwargs):
         raise TypeError("ModuleList is a container, not a layer: iterate over it and call its items")
+
+
+class Sequential(ModuleList):
+    """Apply sub-modules one after the other: ``Sequential(a, b, c)(x) == c(b(a(x)))``.
+
+    The layers are registered under the names "0", "1", ... (so state-dict keys
+    look like ``stem.0.W``). Indexing, ``len`` and iteration come from ModuleList.
+    """
+
+    def __init__(self, *layers: Module):
+        super().__init__(layers)
+
+    def forward(self, x):
+        for layer in self:
+            x = layer(x)
+        return x
