@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import gmsop_np as gs
 from gmsop_np.data import (
     TEXTURE_CLASS_AXES,
     ArrayDataset,

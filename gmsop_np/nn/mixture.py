@@ -39,14 +39,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..backend import default_xp
-from ..core import Parameter
 from ..functions.dispatch import sparse_mixture
 from ..functions.gating import NOISE_MODES, balance_loss, draw_gate_noise, noisy_gate_logits, topk_softmax
 from ..presets import get_preset
 from . import sop as _sop  # SR-SOP (looked up at construction time)
 from .heads import ClassifierHead, register_head
-from .layers import BatchNorm2d, Conv2d, GlobalAvgPool, ReLU, as_rng
+from .layers import BatchNorm2d, Conv2d, GlobalAvgPool, ReLU, _parameter, as_rng
 from .module import Module, ModuleList, Sequential
 
 __all__ = [
@@ -55,11 +53,6 @@ __all__ = [
 ]
 
 GATE_INITS = ("constant", "zeros")
-
-
-def _host_parameter(array: np.ndarray) -> Parameter:
-    """A float32 Parameter on the default backend from host data."""
-    return Parameter(default_xp().asarray(array.astype(np.float32)))
 
 
 def _check_int(name, value, minimum):
@@ -114,8 +107,8 @@ class GatedMixture(_UsageMixin, Module):
         self.components = ModuleList(components)
         self.tail = tail
         value = 1.0 / gate_dim if gate_init == "constant" else 0.0
-        self.W_g = _host_parameter(np.full((n, gate_dim), value))   # clean logits  (Eq. 2)
-        self.W_n = _host_parameter(np.full((n, gate_dim), value))   # noise scale   (Eq. 2)
+        self.W_g = _parameter(np.full((n, gate_dim), value))   # clean logits  (Eq. 2)
+        self.W_n = _parameter(np.full((n, gate_dim), value))   # noise scale   (Eq. 2)
         # its own stream: gating noise does not disturb the initialisation stream
         self.noise_rng = np.random.default_rng(rng.integers(2**63))
         self.balance_loss = None
