@@ -196,28 +196,11 @@ plt.close(fig)
 # `F.sqrtm_newton_schulz` has a kernel-style backward: a reverse recursion over the stored
 # iterates, then through the trace normalisation (06_newton_schulz.md). We compare it with
 # (a) central differences, and (b) the engine differentiating the same iteration *unrolled*
-# from differentiable ops (a toy written here with `F.matmul` etc.). The upstream gradient is
+# from differentiable ops (`F.sqrtm_newton_schulz_unrolled`: the same equations written with
+# `F.matmul` etc.). The upstream gradient is
 # random and **not symmetric** (the triangular vectorisation after it produces exactly that).
 
 # %%
-def ns_unrolled(sigma, n):
-    """The iteration of eqs. (1)-(6) from differentiable ops; the engine derives its backward."""
-    d = sigma.shape[-1]
-    eye = gs.Tensor(xp.eye(d, dtype=sigma.dtype))
-    t = F.sum(sigma * eye, axis=(1, 2), keepdims=True)
-    A = sigma / t
-    if n == 1:
-        P = 0.5 * F.matmul(A, 3 * eye - A)
-    else:
-        Z = 0.5 * (3 * eye - A)
-        Y = F.matmul(A, Z)
-        for _ in range(2, n):
-            T = 0.5 * (3 * eye - F.matmul(Z, Y))
-            Y, Z = F.matmul(Y, T), F.matmul(T, Z)
-        P = 0.5 * F.matmul(Y, 3 * eye - F.matmul(Z, Y))
-    return P * F.sqrt(t)
-
-
 def vjp(fn, a, u):
     t = gs.Tensor(xp.asarray(a), requires_grad=True)
     fn(t).backward(xp.asarray(u))
@@ -243,7 +226,7 @@ checks = {}
 for n in (1, 2, 3, 5, 8):
     library_fn = lambda s, n=n: F.sqrtm_newton_schulz(s, n, eps=0.0)  # noqa: E731
     hand = vjp(library_fn, sigma, u)
-    unrolled = vjp(lambda s, n=n: ns_unrolled(s, n), sigma, u)
+    unrolled = vjp(lambda s, n=n: F.sqrtm_newton_schulz_unrolled(s, n, eps=0.0), sigma, u)
     numeric = finite_difference_vjp(library_fn, sigma, u)
     checks[n] = (np.abs(hand - unrolled).max(), np.abs(hand - numeric).max())
     print(f"N = {n}: |hand - unrolled autodiff| = {checks[n][0]:.1e},  |hand - finite differences| = {checks[n][1]:.1e}")

@@ -17,9 +17,10 @@ Derivations: derivations/06_newton_schulz.md and derivations/07_eig_sqrt.md.
 from __future__ import annotations
 
 from ..backend import get_array_module, to_cpu
-from ..core import Function, as_tensor
+from ..core import Function, Tensor, as_tensor
+from . import basic
 
-__all__ = ["sqrtm_newton_schulz", "sqrtm_eig", "DEFAULT_TRACE_EPS"]
+__all__ = ["sqrtm_newton_schulz", "sqrtm_newton_schulz_unrolled", "sqrtm_eig", "DEFAULT_TRACE_EPS"]
 
 #: ε added to the trace in ``sqrtm_newton_schulz`` (t = tr Σ + ε). It only matters
 #: when a covariance is exactly zero (an all-zero feature map after ReLU): then
@@ -271,6 +272,34 @@ def sqrtm_newton_schulz(a, num_iters, eps=DEFAULT_TRACE_EPS):
     check_square_batch(a, "sqrtm_newton_schulz")
     _check_trace(a, "sqrtm_newton_schulz", allow_zero=eps > 0)
     return NewtonSchulzSqrt(num_iters, float(eps))(a)
+
+
+def sqrtm_newton_schulz_unrolled(a, num_iters, eps=DEFAULT_TRACE_EPS):
+    """The same iteration as :func:`sqrtm_newton_schulz`, written with differentiable ops.
+
+    Forward values are identical; the backward is *derived by the engine* from
+    the recorded matmuls instead of the hand-written recursion, so it keeps the
+    whole graph of iterates (more memory, slower) but supports second-order
+    gradients. It is the reference the hand-written backward is checked against
+    (tests/test_matrix_sqrt.py, notebook 03). Equations (1)-(6) of
+    derivations/06_newton_schulz.md, one line each below.
+    """
+    a = as_tensor(a)
+    check_square_batch(a, "sqrtm_newton_schulz_unrolled")
+    xp = get_array_module(a)
+    eye = Tensor(xp.eye(a.shape[-1], dtype=a.dtype))
+    t = basic.sum(a * eye, axis=(1, 2), keepdims=True) + eps      # trace (+ eps)
+    A = a / t                                                      # pre-normalisation
+    if num_iters == 1:
+        P = 0.5 * basic.matmul(A, 3 * eye - A)
+    else:
+        Z = 0.5 * (3 * eye - A)                                    # first step, special-cased
+        Y = basic.matmul(A, Z)
+        for _ in range(2, num_iters):
+            T = 0.5 * (3 * eye - basic.matmul(Z, Y))
+            Y, Z = basic.matmul(Y, T), basic.matmul(T, Z)
+        P = 0.5 * basic.matmul(Y, 3 * eye - basic.matmul(Z, Y))    # last step: Y only
+    return P * basic.sqrt(t)                                       # post-compensation
 
 
 def sqrtm_eig(a):
