@@ -115,6 +115,9 @@ def build_parser():
     exp = p.add_subparsers(dest="experiment", metavar="NAME")
     e = exp.add_parser("figure2", help="GM-GAP-16-4 usage per component with alpha = 0 and 100 (Fig. 2)")
     _add_experiment_options(e, default_out="runs/figure2", epochs=3)
+    e.add_argument("--noise", choices=["independent", "shared"], default="independent",
+                   help="gating noise (default: independent; 'shared' is the official release's, with which "
+                        "GM-GAP's routing collapses onto K components at this small scale -- see README)")
     e = exp.add_parser("table2", help="ResNet-18 heads side by side (Table 2): error, params, size, images/s")
     _add_experiment_options(e, default_out="runs/table2", epochs=2)
     e.add_argument("--heads", default=None,

@@ -61,8 +61,18 @@ def _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_s
 
 
 def figure2(out="runs/figure2", arch="tiny", dataset="textures", data_dir=None, epochs=3, train_size=None,
-            val_size=None, batch_size=None, lr=None, backend="numpy", seed=0, progress=True, alphas=(0.0, 100.0)):
-    """Train GM-GAP-16-4 with each alpha and draw the usage bars side by side (paper Fig. 2, left)."""
+            val_size=None, batch_size=None, lr=None, backend="numpy", seed=0, progress=True, alphas=(0.0, 100.0),
+            noise="independent"):
+    """Train GM-GAP-16-4 with each alpha and draw the usage bars side by side (paper Fig. 2, left).
+
+    ``noise`` defaults to per-(image, component) gating noise. With the official
+    release's shared noise, GM-GAP's gating features (GAPs of ReLU maps: positive and
+    strongly correlated across images) move every image's logits together, and once
+    all images pick the same K components the importance-only balance loss (Eq. 4)
+    has no gradient left (constant over the selected set, zero off it): on this small
+    scale the routing then collapses whatever alpha. Measured on the defaults (2026-11-24):
+    independent noise, usage CV 0.41 (alpha 0) vs 0.08 (alpha 100); shared, 1.26 vs 1.49.
+    """
     from .plots import _pyplot, plot_usage_bars  # noqa: PLC0415
 
     os.makedirs(out, exist_ok=True)
@@ -70,7 +80,7 @@ def figure2(out="runs/figure2", arch="tiny", dataset="textures", data_dir=None, 
                          progress)
     results = []
     for alpha in alphas:
-        config = TrainConfig(head="gmgap", num_components=16, k=4, alpha=float(alpha),
+        config = TrainConfig(head="gmgap", num_components=16, k=4, alpha=float(alpha), head_kwargs={"noise": noise},
                              out=os.path.join(out, f"alpha{alpha:g}"), **base)
         trainer, summary = run_or_resume(config)
         counts = trainer.usage_history[-1][1:] if trainer.usage_history else []
@@ -80,7 +90,7 @@ def figure2(out="runs/figure2", arch="tiny", dataset="textures", data_dir=None, 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), sharey=True)
     for ax, (alpha, counts, summary) in zip(list(axes) if len(results) > 1 else [axes], results):
         plot_usage_bars(ax, counts, f"alpha = {alpha:g}, val top-1 {100 * summary['val_top1']:.1f}%")
-    fig.suptitle(f"GM-GAP-16-4 ({arch}, {dataset}): samples per component in the last epoch")
+    fig.suptitle(f"GM-GAP-16-4 ({arch}, {dataset}, {noise} noise): samples per component in the last epoch")
     fig.tight_layout()
     png = os.path.join(out, "figure2.png")
     fig.savefig(png, dpi=110)

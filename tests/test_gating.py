@@ -305,3 +305,21 @@ def test_backend_parity(xp, rng):
     np.testing.assert_allclose(gs.to_cpu(w.data), ref_w, rtol=1e-10)
     np.testing.assert_array_equal(gs.to_cpu(idx.data), ref_i)
     np.testing.assert_allclose(float(L.item()), balance_oracle(ref_w), rtol=1e-10)
+
+
+def test_tie_break_priorities_reorder_only_exactly_equal_logits():
+    """eq. (4) with priorities: ties are ranked by priority, unequal logits are not touched."""
+    logits = np.array([[1.0, 3.0, 1.0, 1.0, 2.0]])
+    _, lowest = F.topk_softmax(logits, 3)
+    assert lowest.data.tolist() == [[1, 4, 0]], "default: the lower index wins a tie"
+    priorities = np.array([[0.9, 0.5, 0.1, 0.7, 0.3]])     # among the tied 0, 2, 3: 2 first
+    weights, chosen = F.topk_softmax(logits, 3, tie_break=priorities)
+    assert chosen.data.tolist() == [[1, 4, 2]]
+    expected = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
+    np.testing.assert_allclose(weights.data[0, [2, 4, 1]], expected)
+    distinct = np.array([[0.3, -1.0, 2.0, 0.7]])
+    _, a = F.topk_softmax(distinct, 2)
+    _, b = F.topk_softmax(distinct, 2, tie_break=np.array([[0.0, 0.1, 0.9, 0.8]]))
+    assert a.data.tolist() == b.data.tolist() == [[2, 3]]
+    with pytest.raises(ValueError, match="tie_break must have the logits' shape"):
+        F.topk_softmax(logits, 2, tie_break=np.zeros((1, 4)))

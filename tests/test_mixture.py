@@ -208,10 +208,11 @@ def test_noise_is_drawn_in_training_only_and_reproducible(rng):
 
 
 def test_shared_noise_keeps_ties_independent_noise_breaks_them(rng):
-    """Constant init (official release): all logits tie. Shared noise moves them together, so the
-    tie rule picks components 0..K-1 for everyone; independent noise spreads the first batch."""
+    """Constant init (official release): all logits tie. Shared noise moves them together, so with
+    the deterministic tie rule components 0..K-1 get everyone; independent noise spreads the first
+    batch by itself (the default random tie-break does too: next test)."""
     x = gs.Tensor(rng.standard_normal((16, 3, 2, 2)).astype(np.float32))
-    shared = mx.GMGAP(3, 6, 2, width=4, rng=0, noise="shared")
+    shared = mx.GMGAP(3, 6, 2, width=4, rng=0, noise="shared", tie_break="lowest")
     np.testing.assert_allclose(shared.W_g.data, 1 / 4)
     shared(x)
     np.testing.assert_array_equal(shared.usage_counts, [16, 16, 0, 0, 0, 0])
@@ -301,3 +302,19 @@ def test_parameter_counts_match_table3():
         count = getattr(models, arch)(head=head, num_classes=1000).num_parameters() / 1e6
         print(f"{arch} + {head}-16-8: {count:.2f}M (paper {paper}M, {100 * (count - paper) / paper:+.1f}%)")
         assert abs(count - paper) <= 0.05 * paper, (arch, head, count, paper)
+
+
+def test_random_tie_break_spreads_the_first_batch_of_a_constant_gate():
+    """With the official constant init every logit ties: "lowest" sends every sample to
+    components 0..K-1, "random" (the default, like the release's random first Top-K)
+    gives every component samples; evaluation stays deterministic."""
+    x = gs.Tensor(np.random.default_rng(3).standard_normal((64, 4, 3, 3)).astype(np.float32))
+    lowest = mx.GMGAP(4, 8, 2, width=6, tie_break="lowest", rng=0)
+    lowest(x)
+    assert lowest.usage_counts.tolist() == [64, 64, 0, 0, 0, 0, 0, 0]
+    spread = mx.GMGAP(4, 8, 2, width=6, rng=0)
+    spread(x)
+    assert spread.usage_counts.sum() == 128 and (spread.usage_counts > 0).all()
+    spread.eval()
+    spread(x)
+    assert spread.last_indices.tolist() == [[0, 1]] * 64

@@ -99,20 +99,26 @@ class TopKSoftmax(Function):
     See derivations/08_gating.md, eq. (5) and eq. (7).
 
     The Top-K set uses a *stable* argsort of -H: among equal logits the lower
-    index wins (eq. (4)). ``self.indices`` (B, K) holds the selected components
-    in rank order (largest logit first); dispatch uses it.
+    index wins (eq. (4)). With ``tie_break`` (B, N) priorities, the columns are
+    first visited in the order of those priorities, so exactly equal logits are
+    ranked by priority instead (unequal logits are unaffected). ``self.indices``
+    (B, K) holds the selected components in rank order (largest logit first);
+    dispatch uses it.
     """
 
-    def __init__(self, k):
-        self.k = k
+    def __init__(self, k, tie_break=None):
+        self.k, self.tie_break = k, tie_break
 
     def forward(self, logits):
         xp = get_array_module(logits)
         batch = logits.shape[0]
-        # eq. (4): stable sort of -H puts larger logits first, ties by lower index
-        order = xp.argsort(-logits, axis=1, kind="stable")
-        self.indices = order[:, : self.k]
         rows = xp.arange(batch)[:, None]
+        # the order in which equal logits are ranked: by index, or by the given priorities
+        visit = (xp.broadcast_to(xp.arange(logits.shape[1]), logits.shape) if self.tie_break is None
+                 else xp.argsort(xp.asarray(self.tie_break), axis=1))
+        # eq. (4): a stable sort of -H (in visiting order) puts larger logits first
+        order = visit[rows, xp.argsort(-logits[rows, visit], axis=1, kind="stable")]
+        self.indices = order[:, : self.k]
         selected = logits[rows, self.indices]                   # (B, K), descending
         # eq. (5): subtract the row maximum (the first selected logit) so exp cannot overflow
         e = xp.exp(selected - selected[:, :1])
@@ -126,13 +132,16 @@ class TopKSoftmax(Function):
         return w * (gw - basic.sum(w * gw, axis=1, keepdims=True))
 
 
-def topk_softmax(logits, k):
+def topk_softmax(logits, k, tie_break=None):
     """Top-K softmax gating weights (paper Eq. 3).
 
     Parameters
     ----------
     logits : Tensor or array (B, N), finite.
     k : int with 2 <= k <= N (K = 1 makes every weight 1, so no gradient reaches the gate).
+    tie_break : None (exactly equal logits: the lower index wins) or an array (B, N)
+        of priorities (e.g. uniform random numbers): among exactly equal logits
+        the lowest priority wins. Only the choice among *tied* logits changes.
 
     Returns
     -------
@@ -155,7 +164,10 @@ def topk_softmax(logits, k):
     if not bool(xp.isfinite(logits.data).all()):
         raise ValueError("logits contain NaN or infinite values; check the gating features and "
                          "weights (a NaN often comes from an exploding learning rate)")
-    fn = TopKSoftmax(int(k))
+    if tie_break is not None and tuple(tie_break.shape) != tuple(logits.shape):
+        raise ValueError(f"tie_break must have the logits' shape {tuple(logits.shape)}, "
+                         f"got {tuple(tie_break.shape)}")
+    fn = TopKSoftmax(int(k), tie_break)
     weights = fn(logits)
     return weights, Tensor(fn.indices)
 

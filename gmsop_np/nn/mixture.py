@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..backend import get_array_module
 from ..functions.dispatch import sparse_mixture
 from ..functions.gating import NOISE_MODES, balance_loss, draw_gate_noise, noisy_gate_logits, topk_softmax
 from ..presets import get_preset
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 GATE_INITS = ("constant", "zeros")
+TIE_BREAKS = ("random", "lowest")
 
 
 def _check_int(name, value, minimum):
@@ -80,6 +82,10 @@ class GatedMixture(_UsageMixin, Module):
     tail : optional parameter-free Module run once on all B*K component outputs.
     noise : "shared" (default, official release) or "independent" (see module docstring).
     gate_init : "constant" (1/D, official release) or "zeros".
+    tie_break : how Top-K chooses among exactly equal logits in training: "random"
+        (default; with the constant init every logit ties at first, and the official
+        release's first batches pick a random Top-K, so every component gets a
+        gradient) or "lowest" (lower index wins). Evaluation always uses "lowest".
     alpha, ddof : balance-loss weight and the std's ddof (100 and 1 as in the official release).
     rng : Generator / seed for the initial weights; the noise generator is derived from it.
 
@@ -88,7 +94,7 @@ class GatedMixture(_UsageMixin, Module):
     """
 
     def __init__(self, gate_features, components, k, gate_dim, *, tail=None, noise="shared",
-                 gate_init="constant", alpha=100.0, ddof=1, rng=None):
+                 gate_init="constant", tie_break="random", alpha=100.0, ddof=1, rng=None):
         super().__init__()
         n = len(components)
         _check_int("the number of components N", n, 2)
@@ -100,9 +106,12 @@ class GatedMixture(_UsageMixin, Module):
             raise ValueError(f"unknown noise mode {noise!r}; choose one of {NOISE_MODES}")
         if gate_init not in GATE_INITS:
             raise ValueError(f"unknown gate_init {gate_init!r}; choose one of {GATE_INITS}")
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"unknown tie_break {tie_break!r}; choose one of {TIE_BREAKS}")
         rng = as_rng(rng)
         self.num_components, self.k, self.gate_dim = n, int(k), int(gate_dim)
         self.noise, self.gate_init, self.alpha, self.ddof = noise, gate_init, float(alpha), int(ddof)
+        self.tie_break = tie_break
         self.gate_features = gate_features
         self.components = ModuleList(components)
         self.tail = tail
@@ -120,7 +129,9 @@ class GatedMixture(_UsageMixin, Module):
         """The gating weights: ``(weights (B, N) Tensor, indices (B, K) Tensor, logits (B, N) Tensor)``.
 
         ``noise``: gamma for this call ((B, 1) or (B, N)); by default drawn from
-        ``noise_rng`` in training and 0 in evaluation.
+        ``noise_rng`` in training and 0 in evaluation. When the module draws its
+        own noise it also draws the random tie-break priorities (``tie_break``);
+        with an explicit ``noise`` the call is fully deterministic (ties: lower index).
         """
         u = self.gate_features(x)
         if u.ndim != 2 or u.shape[1] != self.gate_dim:
@@ -129,10 +140,14 @@ class GatedMixture(_UsageMixin, Module):
         if u.shape[0] != x.shape[0]:
             raise ValueError(f"gate_features returned {u.shape[0]} rows for a batch of {x.shape[0]}: the gate "
                              "and the components must see the same batch")
+        priorities = None
         if noise is None and self.training_now:
             noise = draw_gate_noise(self.noise_rng, x.shape[0], self.num_components, self.noise)
+            if self.tie_break == "random":
+                shape = (x.shape[0], self.num_components)
+                priorities = get_array_module(u).asarray(self.noise_rng.random(shape))
         logits = noisy_gate_logits(u, self.W_g, self.W_n, noise if self.training_now else None)
-        weights, indices = topk_softmax(logits, self.k)
+        weights, indices = topk_softmax(logits, self.k, tie_break=priorities)
         return weights, indices, logits
 
     def forward(self, x, noise=None):
@@ -212,7 +227,7 @@ class GMSOP(GatedMixture):
     """
 
     def __init__(self, in_channels=128, num_components=16, k=8, *, hidden=256, out=128, num_iters=5,
-                 noise="shared", gate_init="constant", alpha=100.0, ddof=1, rng=None):
+                 noise="shared", gate_init="constant", tie_break="random", alpha=100.0, ddof=1, rng=None):
         _check_int("in_channels", in_channels, 1)
         _check_int("num_components", num_components, 2)
         rng = as_rng(rng)
@@ -220,7 +235,7 @@ class GMSOP(GatedMixture):
         gate = _sop_gate(in_channels, hidden, out, num_iters, rng)
         components = [_sop_component(in_channels, hidden, out, rng) for _ in range(num_components)]
         super().__init__(gate, components, k, dim, tail=_sop.SRSOP(num_iters=num_iters), noise=noise,
-                         gate_init=gate_init, alpha=alpha, ddof=ddof, rng=rng)
+                         gate_init=gate_init, tie_break=tie_break, alpha=alpha, ddof=ddof, rng=rng)
         self.in_channels, self.representation_dim = int(in_channels), dim
 
     def forward(self, x, noise=None):
@@ -236,14 +251,14 @@ class GMGAP(GatedMixture):
     """
 
     def __init__(self, in_channels=128, num_components=16, k=8, *, width=512, noise="shared",
-                 gate_init="constant", alpha=100.0, ddof=1, rng=None):
+                 gate_init="constant", tie_break="random", alpha=100.0, ddof=1, rng=None):
         _check_int("in_channels", in_channels, 1)
         _check_int("num_components", num_components, 2)
         rng = as_rng(rng)
         gate = Sequential(Conv2d(in_channels, width, 1, rng=rng), BatchNorm2d(width), ReLU(), GlobalAvgPool())
         components = [_gap_component(in_channels, width, rng) for _ in range(num_components)]
         super().__init__(gate, components, k, width, tail=GlobalAvgPool(), noise=noise,
-                         gate_init=gate_init, alpha=alpha, ddof=ddof, rng=rng)
+                         gate_init=gate_init, tie_break=tie_break, alpha=alpha, ddof=ddof, rng=rng)
         self.in_channels, self.representation_dim = int(in_channels), int(width)
 
     def forward(self, x, noise=None):
