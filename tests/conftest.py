@@ -39,3 +39,22 @@ def xp(request):
 def rng():
     """A fresh seeded NumPy generator per test (tests are reproducible)."""
     return np.random.default_rng(12345)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Show what the ``report``-marked tests printed (NS error table, parameter counts, ...).
+
+    pytest hides the output of passing tests; these figures are part of what a run
+    verifies, so they are printed after the summary (also with pytest-xdist).
+    """
+    reports = [r for r in terminalreporter.stats.get("passed", [])
+               if r.when == "call" and "report" in r.keywords]
+    if not reports:
+        return
+    terminalreporter.section("figures measured by the suite")
+    for report in sorted(reports, key=lambda r: r.nodeid):
+        text = "".join(content for name, content in report.sections if "stdout" in name).strip()
+        if text:
+            terminalreporter.write_line(f"{report.nodeid}")
+            for line in text.splitlines():
+                terminalreporter.write_line(f"    {line}")

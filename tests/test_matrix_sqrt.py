@@ -108,6 +108,7 @@ def relu_feature_covariances(rng, batch=4, d=128, length=64):
     return S.covariance_of_features(np.maximum(rng.standard_normal((batch, d, length)), 0.0))
 
 
+@pytest.mark.report
 def test_ns_error_table_d128_relu_features():
     """Relative Frobenius error ||NS_N − Σ^{1/2}|| / ||Σ^{1/2}|| (the table in 06_newton_schulz.md)."""
     sigma = relu_feature_covariances(np.random.default_rng(2018))

@@ -151,6 +151,7 @@ def _train_usage(alpha, steps=100, batch=32, seed=0, n=8, k=4):
     return head.usage_counts.copy()
 
 
+@pytest.mark.report
 def test_balance_loss_spreads_usage_fig2():
     """Paper Fig. 2: without the balance loss ~K components receive almost every sample;
     with alpha = 100 (and the CE_mean + L_B / B convention) the counts are near uniform."""
@@ -295,6 +296,7 @@ PAPER_COUNTS = [("resnet18", "gmgap", 2.3), ("resnet18", "gmsop", 10.3), ("resne
                 ("wrn36_2", "gmgap", 8.7), ("wrn36_2", "gmsop", 15.7)]
 
 
+@pytest.mark.report
 def test_parameter_counts_match_table3():
     from gmsop_np import models
 

@@ -18,6 +18,7 @@ PAPER_COUNTS = [
 ]
 
 
+@pytest.mark.report
 @pytest.mark.parametrize("builder, head, kwargs, paper_millions", PAPER_COUNTS)
 def test_parameter_counts_match_table_3(builder, head, kwargs, paper_millions):
     count = builder(head=head, num_classes=1000, **kwargs).num_parameters()
@@ -155,6 +156,7 @@ def _train_toy(steps=20, seed=0):
     return losses
 
 
+@pytest.mark.report
 def test_tiny_network_learns_and_is_reproducible():
     losses = _train_toy()
     print(f"\ntoy losses: first {losses[0]:.4f}, last {losses[-1]:.5f}, factor {losses[0] / losses[-1]:.0f}")

@@ -83,6 +83,7 @@ def test_heads_are_registered_as_second_order_and_take_ns_iters_from_the_preset(
     assert resnet18(head="srsop", num_iters=7).head.pooling.num_iters == 7
 
 
+@pytest.mark.report
 def test_parameter_counts_resnet18_sop_heads():
     srsop = resnet18(head="srsop")
     psrsop = resnet18(head="psrsop")
