@@ -20,6 +20,7 @@ __all__ = [
     "cupy_available",
     "get_cupy",
     "get_array_module",
+    "is_array",
     "backend_of",
     "get_backend",
     "set_backend",
@@ -74,6 +75,11 @@ def _is_cupy_array(a) -> bool:
     # Check the type's module instead of importing CuPy: cheap, and it works
     # whether or not CuPy was ever imported.
     return type(a).__module__.startswith("cupy")
+
+
+def is_array(a) -> bool:
+    """True for a NumPy or CuPy array (not for Tensors, scalars or lists)."""
+    return isinstance(a, np.ndarray) or _is_cupy_array(a)
 
 
 def backend_of(a) -> str:

@@ -27,7 +27,7 @@ import zipfile
 
 import numpy as np
 
-from .backend import to_cpu
+from .backend import is_array, to_cpu
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "FORMAT", "VERSION"]
 
@@ -41,13 +41,9 @@ class CheckpointError(ValueError):
 
 
 # ----- nested state <-> (JSON, arrays) --------------------------------------------------------
-def _is_array(x) -> bool:
-    return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")
-
-
 def _split(value, prefix, arrays):
     """Replace every array leaf of ``value`` by ``{"__array__": key}`` and collect it in ``arrays``."""
-    if _is_array(value):
+    if is_array(value):
         arrays[prefix] = np.array(to_cpu(value), copy=True)
         return {"__array__": prefix}
     if isinstance(value, dict):
@@ -102,11 +98,23 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, rng_state=None,
     except TypeError as exc:
         raise TypeError(f"checkpoint metadata must be JSON-serialisable (extra / rng_state): {exc}") from exc
 
+    return atomic_write(path, lambda f: _write_npz(f, arrays))
+
+
+def atomic_write(path, write, text=False) -> str:
+    """Create or replace ``path`` atomically: ``write(file)`` fills a temporary file in the
+    same directory, which is flushed, ``fsync``-ed and renamed over ``path``.
+
+    A crash (or an exception from ``write``) leaves the previous file intact and removes
+    the temporary one. ``text=True`` opens the file as UTF-8 text without newline
+    translation (CSV, JSON); otherwise it is binary. Returns ``path``.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, arrays)
+        with (os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb")) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())          # the bytes are on disk before the rename makes them visible
         os.replace(tmp, path)             # atomic: readers see the old file or the new one, never half

@@ -31,7 +31,7 @@ import weakref
 
 import numpy as np
 
-from .backend import _is_cupy_array, default_xp, get_array_module, to_cpu
+from .backend import _is_cupy_array, default_xp, get_array_module, is_array, to_cpu
 from .config import Config, using_config
 
 __all__ = ["Tensor", "Parameter", "Function", "as_tensor", "backward", "tensor"]
@@ -41,7 +41,7 @@ DEFAULT_DTYPE = np.float32
 
 def _as_backend_array(data, dtype=None):
     """Turn user data into a backend array (Python data -> float32 by default)."""
-    if isinstance(data, np.ndarray) or _is_cupy_array(data):
+    if is_array(data):
         return data if dtype is None else data.astype(dtype, copy=False)
     if isinstance(data, np.generic):
         return np.asarray(data, dtype=dtype)

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import functional as F
 from .backend import set_backend, using_backend
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import eval_mode, no_grad
 from .core import Tensor
 from .data import get_dataset, make_loader
@@ -629,23 +629,19 @@ def _fresh_run_dir(config: TrainConfig) -> str:
 
 
 def _atomic_write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(text), text=True)
 
 
 def _atomic_copy(src, dst):
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with open(src, "rb") as source:
+        atomic_write(dst, lambda f: shutil.copyfileobj(source, f))
 
 
 def _write_csv(path, header, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+    def write(handle):
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in rows:
             writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
-    os.replace(tmp, path)
+
+    atomic_write(path, write, text=True)

@@ -19,6 +19,7 @@ import gmsop_np.functional as F
 from gmsop_np.functions.matrix_sqrt import NewtonSchulzSqrt
 
 import strategies as S
+from checks import hessian_vector_products
 
 DERIVATIONS = pathlib.Path(__file__).resolve().parents[1] / "derivations"
 NS_ITERS = [1, 2, 3, 5]
@@ -345,17 +346,8 @@ def test_unrolled_ns_supports_second_order_gradients(rng):
     NS refuses create_graph)."""
     sigma = S.covariance_of_features(rng.standard_normal((1, 4, 9)))
     g, v = rng.standard_normal(sigma.shape), rng.standard_normal(sigma.shape)
-
-    def gradient(values, create_graph=False):
-        a = gs.Tensor(values, requires_grad=True)
-        F.sum(F.sqrtm_newton_schulz_unrolled(a, 3, eps=0.0) * gs.Tensor(g)).backward(create_graph=create_graph)
-        return a, a.grad
-
-    a, grad = gradient(sigma, create_graph=True)
-    a.zero_grad()
-    F.sum(grad * gs.Tensor(v)).backward()
-    step = 1e-6
-    numeric = (gradient(sigma + step * v)[1].data - gradient(sigma - step * v)[1].data) / (2 * step)
-    np.testing.assert_allclose(a.grad.data, numeric, rtol=1e-6, atol=1e-8 * np.abs(numeric).max())
+    hvp, numeric = hessian_vector_products(
+        lambda a: F.sum(F.sqrtm_newton_schulz_unrolled(a, 3, eps=0.0) * gs.Tensor(g)), sigma, v)
+    np.testing.assert_allclose(hvp, numeric, rtol=1e-6, atol=1e-8 * np.abs(numeric).max())
     with pytest.raises(RuntimeError, match="not differentiable"):
         F.sum(F.sqrtm_newton_schulz(gs.Tensor(sigma, requires_grad=True), 3)).backward(create_graph=True)

@@ -24,6 +24,8 @@ Speed notes (why the code looks the way it does):
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..core import Function, as_tensor
 from .basic import matmul, sum, swapaxes
@@ -34,12 +36,15 @@ __all__ = ["conv2d", "linear"]   # im2col / col2im / conv_output_size: raw-array
 # ----- helpers ------------------------------------------------------------------------
 def _pair(value, name, minimum):
     """An int or a pair of ints -> a pair of ints (each >= ``minimum``)."""
-    pair = (value, value) if isinstance(value, int) else value
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    pair = (value, value) if is_int(value) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(is_int(v) for v in pair):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return tuple(pair)
+    return int(pair[0]), int(pair[1])
 
 
 def conv_output_size(size, kernel, stride, padding):

@@ -113,11 +113,12 @@ class TopKSoftmax(Function):
         xp = get_array_module(logits)
         batch = logits.shape[0]
         rows = xp.arange(batch)[:, None]
-        # the order in which equal logits are ranked: by index, or by the given priorities
-        visit = (xp.broadcast_to(xp.arange(logits.shape[1]), logits.shape) if self.tie_break is None
-                 else xp.argsort(xp.asarray(self.tie_break), axis=1))
-        # eq. (4): a stable sort of -H (in visiting order) puts larger logits first
-        order = visit[rows, xp.argsort(-logits[rows, visit], axis=1, kind="stable")]
+        # eq. (4): a stable sort of -H puts larger logits first, equal ones by index ...
+        if self.tie_break is None:
+            order = xp.argsort(-logits, axis=1, kind="stable")
+        else:  # ... or, visiting the columns in priority order first, equal ones by priority
+            visit = xp.argsort(xp.asarray(self.tie_break), axis=1)
+            order = visit[rows, xp.argsort(-logits[rows, visit], axis=1, kind="stable")]
         self.indices = order[:, : self.k]
         selected = logits[rows, self.indices]                   # (B, K), descending
         # eq. (5): subtract the row maximum (the first selected logit) so exp cannot overflow

@@ -29,6 +29,7 @@ import numpy as np
 from .. import functional as F
 from ..backend import default_xp
 from ..core import Parameter
+from ..functions.conv import _pair  # the same int-or-pair validation as F.conv2d
 from .module import Module
 
 __all__ = [
@@ -51,14 +52,6 @@ def _parameter(host_array: np.ndarray) -> Parameter:
     return Parameter(default_xp().asarray(host_array.astype(np.float32)))
 
 
-def _pair(v, what):
-    if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
-    if isinstance(v, (tuple, list)) and len(v) == 2:
-        return int(v[0]), int(v[1])
-    raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
-
-
 def _check_positive(**values):
     for name, v in values.items():
         if not isinstance(v, (int, np.integer)) or v < 1:
@@ -76,7 +69,7 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False, rng=None):
         super().__init__()
         _check_positive(in_channels=in_channels, out_channels=out_channels)
-        kh, kw = _pair(kernel_size, "kernel_size")
+        kh, kw = _pair(kernel_size, "kernel_size", 1)
         rng = as_rng(rng)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding

@@ -26,7 +26,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..backend import _is_cupy_array, get_array_module, to_cpu, to_gpu
+from ..backend import get_array_module, is_array, to_cpu, to_gpu
 from ..config import Config
 from ..core import Parameter, Tensor
 
@@ -34,10 +34,6 @@ __all__ = ["Module", "Sequential", "ModuleList", "LoadResult"]
 
 #: What ``load_state_dict(strict=False)`` returns: the keys it could not match.
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
-
-
-def _is_array(value) -> bool:
-    return isinstance(value, np.ndarray) or _is_cupy_array(value)
 
 
 class Module:
@@ -74,7 +70,7 @@ class Module:
             self._buffers.pop(name, None)
             self._modules[name] = value
         elif name in self._buffers:
-            if value is not None and not _is_array(value):
+            if value is not None and not is_array(value):
                 raise TypeError(
                     f"buffer {name!r} of {type(self).__name__} must be a NumPy/CuPy array, got "
                     f"{type(value).__name__}"
@@ -104,7 +100,7 @@ class Module:
             raise ValueError(f"buffer name must be a valid identifier, got {name!r}")
         if name in self._parameters or name in self._modules:
             raise KeyError(f"{name!r} is already a parameter or sub-module of {type(self).__name__}")
-        if array is not None and not _is_array(array):
+        if array is not None and not is_array(array):
             raise TypeError(f"register_buffer({name!r}, ...) needs a NumPy/CuPy array, got {type(array).__name__}")
         self.__dict__.pop(name, None)
         self._buffers[name] = array
