@@ -17,6 +17,7 @@ with 1000 classes, so the figure measures the training application, not a disk.
     python benchmarks/bench_end_to_end.py --backend cupy  # CuPy batch 256 (+ PyTorch CUDA)
     python benchmarks/bench_end_to_end.py --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,8 @@ def time_gmsop_np(backend, batch, size, steps, warmup, classes=1000):
 # ----- PyTorch (the same network, written here) ---------------------------------------------------------
 def torch_model(classes, size, num_components=16, k=8, ns_iters=5):
     import torch
-    from torch import nn
     import torch.nn.functional as tf
+    from torch import nn
 
     class Block(nn.Module):
         def __init__(self, cin, cout, stride):
@@ -110,14 +111,23 @@ def torch_model(classes, size, num_components=16, k=8, ns_iters=5):
     class GMSOP(nn.Module):
         def __init__(self, cin=128, hidden=256, out=128):
             super().__init__()
-            self.gate_layers = nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
-                                             nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU())
+            self.gate_layers = nn.Sequential(
+                nn.Conv2d(cin, hidden, 1, bias=False),
+                nn.BatchNorm2d(hidden),
+                nn.ReLU(),
+                nn.Conv2d(hidden, out, 1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(),
+            )
             dim = out * (out + 1) // 2
             self.w_g = nn.Parameter(torch.full((num_components, dim), 1.0 / dim))
             self.w_n = nn.Parameter(torch.full((num_components, dim), 1.0 / dim))
             self.components = nn.ModuleList(
-                nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False), nn.ReLU(),
-                              nn.Conv2d(hidden, out, 1, bias=False), nn.ReLU()) for _ in range(num_components))
+                nn.Sequential(
+                    nn.Conv2d(cin, hidden, 1, bias=False), nn.ReLU(), nn.Conv2d(hidden, out, 1, bias=False), nn.ReLU()
+                )
+                for _ in range(num_components)
+            )
             self.bn, self.fc = nn.BatchNorm1d(dim), nn.Linear(dim, classes)
 
         def forward(self, x):
@@ -125,12 +135,12 @@ def torch_model(classes, size, num_components=16, k=8, ns_iters=5):
             noise = torch.randn(x.shape[0], 1, device=x.device)
             logits = u @ self.w_g.T + noise * tf.softplus(u @ self.w_n.T)
             top, idx = logits.topk(k, dim=1)
-            weights = torch.softmax(top, dim=1)                                    # (B, K)
+            weights = torch.softmax(top, dim=1)  # (B, K)
             importance = torch.zeros(x.shape[0], num_components, device=x.device).scatter(1, idx, weights).sum(0)
             balance = 100.0 * (importance.std() / importance.mean()) ** 2
             sample, slot = torch.arange(x.shape[0], device=x.device).repeat_interleave(k), idx.reshape(-1)
             outputs = torch.empty(x.shape[0] * k, self.fc.in_features, device=x.device)
-            for i, component in enumerate(self.components):                       # sparse dispatch
+            for i, component in enumerate(self.components):  # sparse dispatch
                 rows = (slot == i).nonzero(as_tuple=True)[0]
                 if len(rows):
                     outputs[rows] = sr_sop(component(x[sample[rows]]))
@@ -189,15 +199,26 @@ def main():
     args = parser.parse_args()
     batch = args.batch or (32 if args.backend == "numpy" else 256)
 
-    report = {"benchmark": "end_to_end_resnet18_gmsop16_8", "backend": args.backend, "batch": batch,
-              "size": args.size, "steps": args.steps, "warmup": args.warmup, "machine": platform.platform(),
-              "processor": platform.processor(), "cpus": os.cpu_count(), "numpy": np.__version__,
-              "load_average_before": os.getloadavg()}
+    report = {
+        "benchmark": "end_to_end_resnet18_gmsop16_8",
+        "backend": args.backend,
+        "batch": batch,
+        "size": args.size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+        "load_average_before": os.getloadavg(),
+    }
     times, params = time_gmsop_np(args.backend, batch, args.size, args.steps, args.warmup)
     step = statistics.median(times)
     report["gmsop_np"] = {"median_step_s": step, "images_per_s": batch / step, "steps_s": times, "params": params}
-    print(f"gmsop_np ({args.backend}, batch {batch}): {step:.3f} s/step, {batch / step:.1f} images/s, "
-          f"{params:,} parameters")
+    print(
+        f"gmsop_np ({args.backend}, batch {batch}): {step:.3f} s/step, {batch / step:.1f} images/s, "
+        f"{params:,} parameters"
+    )
     if not args.no_torch:
         try:
             import torch
@@ -210,12 +231,20 @@ def main():
             else:
                 times, params = time_torch(device, batch, args.size, args.steps, args.warmup)
                 step_t = statistics.median(times)
-                report["torch"] = {"version": torch.__version__, "device": device, "threads": torch.get_num_threads(),
-                                   "median_step_s": step_t, "images_per_s": batch / step_t, "steps_s": times,
-                                   "params": params}
-                print(f"PyTorch {torch.__version__} ({device}, batch {batch}): {step_t:.3f} s/step, "
-                      f"{batch / step_t:.1f} images/s, {params:,} parameters; gmsop_np slower by "
-                      f"{step / step_t:.2f}x")
+                report["torch"] = {
+                    "version": torch.__version__,
+                    "device": device,
+                    "threads": torch.get_num_threads(),
+                    "median_step_s": step_t,
+                    "images_per_s": batch / step_t,
+                    "steps_s": times,
+                    "params": params,
+                }
+                print(
+                    f"PyTorch {torch.__version__} ({device}, batch {batch}): {step_t:.3f} s/step, "
+                    f"{batch / step_t:.1f} images/s, {params:,} parameters; gmsop_np slower by "
+                    f"{step / step_t:.2f}x"
+                )
     report["load_average_after"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as handle:

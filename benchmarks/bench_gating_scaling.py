@@ -19,6 +19,7 @@ reports the process CPU time; ratios use the fastest repeat.
 On a shared machine run it with one BLAS thread (OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1):
 oversubscribed BLAS threads make wall times swing by 5x and more.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,21 +33,22 @@ import numpy as np
 
 import gmsop_np as gs
 import gmsop_np.functional as F
-from gmsop_np.nn.heads import get_head
 import gmsop_np.nn.mixture  # noqa: F401  (registers the mixture heads)
+from gmsop_np.nn.heads import get_head
 
 
 def build(head, channels, n, k, x, seed=0):
     """The head with a gate that spreads the samples over all N components (see the module docstring)."""
-    module = get_head(head).factory(channels, 1000, preset="paper", rng=seed, num_components=n, k=k,
-                                    noise="independent")
+    module = get_head(head).factory(
+        channels, 1000, preset="paper", rng=seed, num_components=n, k=k, noise="independent"
+    )
     gate = module.mixture
     with gs.no_grad():
-        u = gate.gate_features(x).data                       # scale W_g so the logits have std ~1
+        u = gate.gate_features(x).data  # scale W_g so the logits have std ~1
     rms = float(np.sqrt(np.mean(u.astype(np.float64) ** 2))) or 1.0
     rng = np.random.default_rng(seed)
     gate.W_g.data = (rng.standard_normal(gate.W_g.shape) / (np.sqrt(gate.gate_dim) * rms)).astype(np.float32)
-    gate.W_n.data = np.zeros(gate.W_n.shape, dtype=np.float32)   # noise std softplus(0) = 0.69 per logit
+    gate.W_n.data = np.zeros(gate.W_n.shape, dtype=np.float32)  # noise std softplus(0) = 0.69 per logit
     return module
 
 
@@ -62,18 +64,25 @@ def time_config(head, batch, channels, size, n, k, repeats, seed=0):
     x = gs.Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
     module = build(head, channels, n, k, x, seed)
     cot = gs.Tensor(rng.standard_normal((batch, 1000)).astype(np.float32))
-    step(module, x, cot)                        # warm-up (allocations, caches)
+    step(module, x, cot)  # warm-up (allocations, caches)
     module.reset_usage()
     times, cpu = [], []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         step(module, x, cot)
         times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)   # CPU seconds of this process (all BLAS threads)
+        cpu.append(time.process_time() - c0)  # CPU seconds of this process (all BLAS threads)
     used = int((module.usage_counts > 0).sum())
-    return dict(N=n, K=k, median_s=statistics.median(times), min_s=min(times), times_s=times,
-                cpu_min_s=min(cpu),
-                components_used=used, rows=batch * k)
+    return dict(
+        N=n,
+        K=k,
+        median_s=statistics.median(times),
+        min_s=min(times),
+        times_s=times,
+        cpu_min_s=min(cpu),
+        components_used=used,
+        rows=batch * k,
+    )
 
 
 def main(argv=None):
@@ -89,33 +98,52 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     rows = []
-    print(f"{args.head}: B={args.batch}, C={args.channels}, {args.size}x{args.size}, NumPy, "
-          f"{args.repeats} timed forward+backward steps after one warm-up")
+    print(
+        f"{args.head}: B={args.batch}, C={args.channels}, {args.size}x{args.size}, NumPy, "
+        f"{args.repeats} timed forward+backward steps after one warm-up"
+    )
     configs = [(16, int(k)) for k in args.ks.split(",")] + [(int(n), 8) for n in args.ns.split(",") if int(n) != 16]
     for n, k in configs:
         r = time_config(args.head, args.batch, args.channels, args.size, n, k, args.repeats)
         rows.append(r)
-        print(f"  N={n:3d} K={k:3d}: {r['median_s'] * 1e3:8.1f} ms  (min {r['min_s'] * 1e3:.1f}; "
-              f"CPU {r['cpu_min_s']:.2f} s; {r['components_used']}/{n} components used, {r['rows']} rows)", flush=True)
+        print(
+            f"  N={n:3d} K={k:3d}: {r['median_s'] * 1e3:8.1f} ms  (min {r['min_s'] * 1e3:.1f}; "
+            f"CPU {r['cpu_min_s']:.2f} s; {r['components_used']}/{n} components used, {r['rows']} rows)",
+            flush=True,
+        )
     base = next(r for r in rows if r["N"] == 16 and r["K"] == 8)
     # Ratios use the fastest repeat: on a shared machine other processes only ever add time,
     # so the minimum is the least disturbed estimate (the median is reported beside it).
     for r in rows:
         r["relative_to_N16_K8"] = r["min_s"] / base["min_s"]
         r["cpu_relative_to_N16_K8"] = r["cpu_min_s"] / base["cpu_min_s"]
-    print("relative to N=16, K=8 (fastest repeat): " +
-          ", ".join(f"N={r['N']} K={r['K']}: {r['relative_to_N16_K8']:.2f}x" for r in rows))
-    print("CPU time relative to N=16, K=8: " +
-          ", ".join(f"N={r['N']} K={r['K']}: {r['cpu_relative_to_N16_K8']:.2f}x" for r in rows))
+    print(
+        "relative to N=16, K=8 (fastest repeat): "
+        + ", ".join(f"N={r['N']} K={r['K']}: {r['relative_to_N16_K8']:.2f}x" for r in rows)
+    )
+    print(
+        "CPU time relative to N=16, K=8: "
+        + ", ".join(f"N={r['N']} K={r['K']}: {r['cpu_relative_to_N16_K8']:.2f}x" for r in rows)
+    )
     n64 = next((r for r in rows if r["N"] == 64 and r["K"] == 8), None)
     if n64 is not None:
-        print(f"N=64 / N=16 at K=8: wall {n64['relative_to_N16_K8']:.2f}x, CPU "
-              f"{n64['cpu_relative_to_N16_K8']:.2f}x (goal <= 1.3x)")
+        print(
+            f"N=64 / N=16 at K=8: wall {n64['relative_to_N16_K8']:.2f}x, CPU "
+            f"{n64['cpu_relative_to_N16_K8']:.2f}x (goal <= 1.3x)"
+        )
     if args.json:
-        meta = dict(head=args.head, batch=args.batch, channels=args.channels, size=args.size,
-                    repeats=args.repeats, numpy=np.__version__, python=platform.python_version(),
-                    machine=platform.machine(), processor=platform.processor(),
-                    omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+        meta = dict(
+            head=args.head,
+            batch=args.batch,
+            channels=args.channels,
+            size=args.size,
+            repeats=args.repeats,
+            numpy=np.__version__,
+            python=platform.python_version(),
+            machine=platform.machine(),
+            processor=platform.processor(),
+            omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+        )
         with open(args.json, "w") as f:
             json.dump(dict(meta=meta, results=rows), f, indent=2)
     return rows

@@ -16,6 +16,7 @@ the same way. PyTorch is used ONLY here, never by the package or the tests.
 On a shared machine, multi-threaded BLAS suffers badly when other processes
 compete for the cores; ``--threads 1`` gives a comparison that is robust to that.
 """
+
 from __future__ import annotations
 
 import os
@@ -196,8 +197,16 @@ def main(argv=None):
         "numpy": np.__version__,
         "threads_requested": args.threads,
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "config": dict(arch="resnet18", head="gap", batch=args.batch, size=args.size, classes=args.classes,
-                       warmup=args.warmup, steps=args.steps, dtype="float32"),
+        "config": dict(
+            arch="resnet18",
+            head="gap",
+            batch=args.batch,
+            size=args.size,
+            classes=args.classes,
+            warmup=args.warmup,
+            steps=args.steps,
+            dtype="float32",
+        ),
         "gmsop_np_step_s": np_times,
         "gmsop_np_images_per_s": args.batch / statistics.median(np_times),
     }
@@ -208,23 +217,33 @@ def main(argv=None):
         except ImportError:
             print("PyTorch is not importable: skipping the comparison")
         else:
-            t_times, diff, version, threads = run_torch(model, args.batch, args.size, args.classes,
-                                                        args.warmup, args.steps, x.data, y)
-            result.update(torch=version, torch_threads=threads, torch_step_s=t_times,
-                          torch_images_per_s=args.batch / statistics.median(t_times),
-                          max_abs_logit_diff_eval=diff)
+            t_times, diff, version, threads = run_torch(
+                model, args.batch, args.size, args.classes, args.warmup, args.steps, x.data, y
+            )
+            result.update(
+                torch=version,
+                torch_threads=threads,
+                torch_step_s=t_times,
+                torch_images_per_s=args.batch / statistics.median(t_times),
+                max_abs_logit_diff_eval=diff,
+            )
             result["slowdown_vs_torch"] = result["torch_images_per_s"] / result["gmsop_np_images_per_s"]
-            rows.append((f"PyTorch {version} CPU ({threads} threads)", statistics.median(t_times),
-                         result["torch_images_per_s"]))
+            rows.append(
+                (f"PyTorch {version} CPU ({threads} threads)", statistics.median(t_times), result["torch_images_per_s"])
+            )
 
-    print(f"ResNet-18 (GAP), batch {args.batch}, {args.size}x{args.size}, float32, "
-          f"median of {args.steps} steps after {args.warmup} warm-up")
+    print(
+        f"ResNet-18 (GAP), batch {args.batch}, {args.size}x{args.size}, float32, "
+        f"median of {args.steps} steps after {args.warmup} warm-up"
+    )
     print(f"{'implementation':<36} {'step (s)':>10} {'images/s':>10}")
     for name, t, ips in rows:
         print(f"{name:<36} {t:>10.3f} {ips:>10.1f}")
     if "slowdown_vs_torch" in result:
-        print(f"gmsop_np is {result['slowdown_vs_torch']:.1f}x slower than PyTorch "
-              f"(eval-mode logits agree to {result['max_abs_logit_diff_eval']:.1e})")
+        print(
+            f"gmsop_np is {result['slowdown_vs_torch']:.1f}x slower than PyTorch "
+            f"(eval-mode logits agree to {result['max_abs_logit_diff_eval']:.1e})"
+        )
     if args.profile:
         report = profile_numpy_step(model, opt, x, y)
         print(report)

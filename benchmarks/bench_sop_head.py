@@ -10,6 +10,7 @@ Reported: the median wall time of ``repeats`` runs after ``warmup`` runs, for th
 forward alone and for forward + backward, and the ratio gmsop_np / PyTorch.
 PyTorch is imported only here (never by the package or the tests).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,9 +99,15 @@ def machine_info(torch):
     except (OSError, StopIteration):
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return dict(cpu=cpu, logical_cpus=os.cpu_count(), load_average_1min=round(load, 2),
-                python=platform.python_version(), numpy=np.__version__, torch=torch.__version__,
-                torch_threads=torch.get_num_threads())
+    return dict(
+        cpu=cpu,
+        logical_cpus=os.cpu_count(),
+        load_average_1min=round(load, 2),
+        python=platform.python_version(),
+        numpy=np.__version__,
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+    )
 
 
 def main(argv=None):
@@ -119,38 +126,52 @@ def main(argv=None):
 
     rng = np.random.default_rng(args.seed)
     shape = (args.batch, args.channels, args.size, args.size)
-    x = np.maximum(rng.standard_normal(shape), 0).astype(np.float32)      # ReLU features
+    x = np.maximum(rng.standard_normal(shape), 0).astype(np.float32)  # ReLU features
     dim = args.channels * (args.channels + 1) // 2
     gv = rng.standard_normal((args.batch, dim)).astype(np.float32)
 
     # Same computation? Compare outputs and input gradients once.
     out_gs, out_torch = gmsop_step(x, gv, args.iters, False), torch_step(torch, x, gv, args.iters, False)
     grad_gs, grad_torch = gmsop_step(x, gv, args.iters, True), torch_step(torch, x, gv, args.iters, True)
-    rel = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())      # noqa: E731
+    rel = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())  # noqa: E731
 
     results = dict(
         benchmark="SR-SOP head (cov -> NS -> triu), forward + backward",
         date=datetime.date.today().isoformat(),
-        config=dict(batch=args.batch, channels=args.channels, map=f"{args.size}x{args.size}",
-                    ns_iters=args.iters, dtype="float32", repeats=args.repeats, warmup=args.warmup),
+        config=dict(
+            batch=args.batch,
+            channels=args.channels,
+            map=f"{args.size}x{args.size}",
+            ns_iters=args.iters,
+            dtype="float32",
+            repeats=args.repeats,
+            warmup=args.warmup,
+        ),
         machine=machine_info(torch),
         max_rel_diff=dict(forward=rel(out_gs, out_torch), input_grad=rel(grad_gs, grad_torch)),
     )
     for name, backward in (("forward", False), ("forward_backward", True)):
-        t_gs = median_time(lambda: gmsop_step(x, gv, args.iters, backward), args.warmup, args.repeats)
-        t_torch = median_time(lambda: torch_step(torch, x, gv, args.iters, backward), args.warmup, args.repeats)
-        results[name] = dict(gmsop_np_ms=round(1e3 * t_gs, 2), torch_ms=round(1e3 * t_torch, 2),
-                             ratio_gmsop_over_torch=round(t_gs / t_torch, 2))
+        t_gs = median_time(lambda b=backward: gmsop_step(x, gv, args.iters, b), args.warmup, args.repeats)
+        t_torch = median_time(lambda b=backward: torch_step(torch, x, gv, args.iters, b), args.warmup, args.repeats)
+        results[name] = dict(
+            gmsop_np_ms=round(1e3 * t_gs, 2),
+            torch_ms=round(1e3 * t_torch, 2),
+            ratio_gmsop_over_torch=round(t_gs / t_torch, 2),
+        )
 
     c = results["config"]
     print(f"SR-SOP head: B={c['batch']}, C={c['channels']}, map {c['map']}, NS {c['ns_iters']} iterations, float32")
     print(f"machine: {results['machine']}")
-    print(f"max relative difference gmsop_np vs torch: forward {results['max_rel_diff']['forward']:.2e}, "
-          f"input gradient {results['max_rel_diff']['input_grad']:.2e}")
+    print(
+        f"max relative difference gmsop_np vs torch: forward {results['max_rel_diff']['forward']:.2e}, "
+        f"input gradient {results['max_rel_diff']['input_grad']:.2e}"
+    )
     for name in ("forward", "forward_backward"):
         r = results[name]
-        print(f"{name:17s} gmsop_np {r['gmsop_np_ms']:8.2f} ms   torch {r['torch_ms']:8.2f} ms   "
-              f"ratio {r['ratio_gmsop_over_torch']:.2f}")
+        print(
+            f"{name:17s} gmsop_np {r['gmsop_np_ms']:8.2f} ms   torch {r['torch_ms']:8.2f} ms   "
+            f"ratio {r['ratio_gmsop_over_torch']:.2f}"
+        )
     if args.json:
         text = json.dumps(results, indent=2)
         if args.json == "-":

@@ -7,7 +7,14 @@
 ``F`` every differentiable function; ``gs.nn`` the layers and heads;
 ``gs.models`` the paper's networks.
 """
-from . import functional  # noqa: F401  (installs Tensor operators)
+
+from . import (  # noqa: F401,E402  (after the engine: they build on it)
+    checkpoint,
+    functional,  # noqa: F401  (installs Tensor operators)
+    models,
+    nn,
+    optim,
+)
 from .backend import (  # noqa: F401
     cupy_available,
     get_array_module,
@@ -30,7 +37,5 @@ from .config import (  # noqa: F401
 from .core import Function, Parameter, Tensor, as_tensor, backward, tensor  # noqa: F401
 from .gradcheck import GradientCheckError, check_backward, numerical_vjp  # noqa: F401
 from .presets import PRESETS, get_preset  # noqa: F401
-
-from . import checkpoint, models, nn, optim  # noqa: F401,E402  (after the engine: they build on it)
 
 __version__ = "0.1.0"

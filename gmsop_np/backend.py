@@ -8,6 +8,7 @@ and the package works without it. Arrays never move between host and device
 behind the user's back: mixing a NumPy and a CuPy array in one operation is a
 ``TypeError`` that says how to move the data (``to_gpu`` / ``to_cpu``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,8 @@ __all__ = [
 
 BACKENDS = ("numpy", "cupy")
 
-_cupy = None          # the cupy module once imported
-_cupy_error = None    # why importing it failed (kept for the error message)
+_cupy = None  # the cupy module once imported
+_cupy_error = None  # why importing it failed (kept for the error message)
 _state = threading.local()
 _default_backend = "numpy"
 

@@ -18,6 +18,7 @@ flushed and ``fsync``-ed, then renamed over the target with ``os.replace``
 checkpoint intact (plus at worst a stray ``.tmp`` file, which is removed when
 the exception is seen).
 """
+
 from __future__ import annotations
 
 import json
@@ -113,11 +114,11 @@ def atomic_write(path, write, text=False) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with (os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb")) as f:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())          # the bytes are on disk before the rename makes them visible
-        os.replace(tmp, path)             # atomic: readers see the old file or the new one, never half
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -151,8 +152,10 @@ def _open(path):
             f"{path}: not a readable gmsop_np checkpoint (truncated, corrupted or not an .npz archive): {exc}"
         ) from exc
     if not isinstance(archive, np.lib.npyio.NpzFile) or _META not in archive.files:
-        raise CheckpointError(f"{path}: not a gmsop_np checkpoint (no {_META!r} entry); was it saved "
-                              "with gmsop_np.checkpoint.save_checkpoint?")
+        raise CheckpointError(
+            f"{path}: not a gmsop_np checkpoint (no {_META!r} entry); was it saved "
+            "with gmsop_np.checkpoint.save_checkpoint?"
+        )
     return archive
 
 
@@ -171,7 +174,7 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None) -> dict:
                 raise CheckpointError(f"{path}: format tag {meta.get('format')!r}, expected {FORMAT!r}")
             if meta.get("version") != VERSION:
                 raise CheckpointError(f"{path}: checkpoint version {meta.get('version')}, this code reads {VERSION}")
-            state = {k[len("model/"):]: archive[k] for k in archive.files if k.startswith("model/")}
+            state = {k[len("model/") :]: archive[k] for k in archive.files if k.startswith("model/")}
             optim_state = None if meta["optimizer"] is None else _join(meta["optimizer"], archive)
             sched_state = None if meta["scheduler"] is None else _join(meta["scheduler"], archive)
             rng_state = _join(meta["rng_state"], archive)
@@ -190,5 +193,4 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None) -> dict:
         if sched_state is None:
             raise CheckpointError(f"{path}: has no scheduler state (it was saved without a scheduler)")
         scheduler.load_state_dict(sched_state)
-    return {"rng_state": rng_state, "extra": extra,
-            "epoch": None if sched_state is None else sched_state.get("epoch")}
+    return {"rng_state": rng_state, "extra": extra, "epoch": None if sched_state is None else sched_state.get("epoch")}

@@ -12,6 +12,7 @@ Every ``train`` option is a field of ``gmsop_np.train.TrainConfig``; the
 defaults follow the paper's recipe for the chosen head (SGD momentum 0.9, the
 preset's weight decay, the multi-step schedule scaled to ``--epochs``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,36 +48,79 @@ def _add_train_options(p):
     from .train import ARCH_CHOICES  # noqa: PLC0415
 
     model = p.add_argument_group("model")
-    model.add_argument("--arch", default="tiny", choices=ARCH_CHOICES,
-                       help="backbone: 'tiny' (CPU demo) or a paper network (default: tiny)")
+    model.add_argument(
+        "--arch",
+        default="tiny",
+        choices=ARCH_CHOICES,
+        help="backbone: 'tiny' (CPU demo) or a paper network (default: tiny)",
+    )
     model.add_argument("--head", default="gmsop", choices=list_heads(), help="pooling head (default: gmsop)")
-    model.add_argument("-N", "--components", dest="num_components", type=int, default=None,
-                       help="N: mixture components (gmsop, gmgap; default 16)")
-    model.add_argument("-K", "--k", dest="k", type=int, default=None,
-                       help="K: components selected per image (gmsop, gmgap; default 8) or averaged "
-                            "(avesop, avegap; default 16)")
+    model.add_argument(
+        "-N",
+        "--components",
+        dest="num_components",
+        type=int,
+        default=None,
+        help="N: mixture components (gmsop, gmgap; default 16)",
+    )
+    model.add_argument(
+        "-K",
+        "--k",
+        dest="k",
+        type=int,
+        default=None,
+        help="K: components selected per image (gmsop, gmgap; default 8) or averaged (avesop, avegap; default 16)",
+    )
     model.add_argument("--alpha", type=float, default=100.0, help="balance-loss weight, Eq. 4 (default 100)")
-    model.add_argument("--preset", default="paper", choices=["paper", "official"],
-                       help="follow the paper's text or the official release (default: paper)")
-    model.add_argument("--head-arg", dest="head_kwargs", action="append", type=_key_value, default=[],
-                       metavar="KEY=VALUE", help="extra head argument, e.g. --head-arg noise=independent")
+    model.add_argument(
+        "--preset",
+        default="paper",
+        choices=["paper", "official"],
+        help="follow the paper's text or the official release (default: paper)",
+    )
+    model.add_argument(
+        "--head-arg",
+        dest="head_kwargs",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra head argument, e.g. --head-arg noise=independent",
+    )
 
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="textures", choices=["textures", "digits", "imagenet64", "places365"],
-                      help="default: textures (built in, no download)")
+    data.add_argument(
+        "--dataset",
+        default="textures",
+        choices=["textures", "digits", "imagenet64", "places365"],
+        help="default: textures (built in, no download)",
+    )
     data.add_argument("--data-dir", default=None, help="folder with the imagenet64 / places365 files")
     data.add_argument("--train-size", type=int, default=None, help="textures: training images to generate")
     data.add_argument("--val-size", type=int, default=None, help="textures: validation images to generate")
     data.add_argument("--image-size", type=int, default=None, help="textures / digits: image side")
 
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=None,
-                     help="epoch budget; the paper's schedule is scaled to it (default: per dataset)")
-    opt.add_argument("--schedule", type=_int_list, default=None, metavar="E1,E2,...",
-                     help="epochs per learning-rate stage, lr / 10 after each (default: the paper's, scaled)")
-    opt.add_argument("--lr", type=float, default=None,
-                     help="initial learning rate (default: the paper's for the head, e.g. 0.1 for GM-SOP, 0.075 "
-                          "for GAP; halved on textures/digits, where the batch is 32)")
+    opt.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epoch budget; the paper's schedule is scaled to it (default: per dataset)",
+    )
+    opt.add_argument(
+        "--schedule",
+        type=_int_list,
+        default=None,
+        metavar="E1,E2,...",
+        help="epochs per learning-rate stage, lr / 10 after each (default: the paper's, scaled)",
+    )
+    opt.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="initial learning rate (default: the paper's for the head, e.g. 0.1 for GM-SOP, 0.075 "
+        "for GAP; halved on textures/digits, where the batch is 32)",
+    )
     opt.add_argument("--batch-size", type=int, default=None, help="default: 32 on textures/digits, 256 otherwise")
     opt.add_argument("--momentum", type=float, default=0.9)
     opt.add_argument("--weight-decay", type=float, default=None, help="default: from the preset")
@@ -92,12 +136,16 @@ def _add_train_options(p):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="gmsop", description="GM-SOP (NeurIPS 2018) from scratch on NumPy/CuPy: train, evaluate, plot.")
+        prog="gmsop", description="GM-SOP (NeurIPS 2018) from scratch on NumPy/CuPy: train, evaluate, plot."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a network (no arguments: a small GM-SOP on textures)",
-                       description="Train a network; writes config.json, metrics.csv, usage.csv, "
-                                   "last.npz and best.npz into the run directory.")
+    p = sub.add_parser(
+        "train",
+        help="train a network (no arguments: a small GM-SOP on textures)",
+        description="Train a network; writes config.json, metrics.csv, usage.csv, "
+        "last.npz and best.npz into the run directory.",
+    )
     _add_train_options(p)
 
     p = sub.add_parser("eval", help="top-1 / top-5 error of a checkpoint")
@@ -115,13 +163,20 @@ def build_parser():
     exp = p.add_subparsers(dest="experiment", metavar="NAME")
     e = exp.add_parser("figure2", help="GM-GAP-16-4 usage per component with alpha = 0 and 100 (Fig. 2)")
     _add_experiment_options(e, default_out="runs/figure2", epochs=3)
-    e.add_argument("--noise", choices=["independent", "shared"], default="independent",
-                   help="gating noise (default: independent; 'shared' is the official release's, with which "
-                        "GM-GAP's routing collapses onto K components at this small scale -- see README)")
+    e.add_argument(
+        "--noise",
+        choices=["independent", "shared"],
+        default="independent",
+        help="gating noise (default: independent; 'shared' is the official release's, with which "
+        "GM-GAP's routing collapses onto K components at this small scale -- see README)",
+    )
     e = exp.add_parser("table2", help="ResNet-18 heads side by side (Table 2): error, params, size, images/s")
     _add_experiment_options(e, default_out="runs/table2", epochs=2)
-    e.add_argument("--heads", default=None,
-                   help="comma-separated heads (default: gap,gap512,avegap,gmgap,srsop,psrsop,avesop,gmsop)")
+    e.add_argument(
+        "--heads",
+        default=None,
+        help="comma-separated heads (default: gap,gap512,avegap,gmgap,srsop,psrsop,avesop,gmsop)",
+    )
     return parser
 
 
@@ -169,35 +224,50 @@ def _print_header(trainer, resume):
     what = f"{c.arch} + {c.head}"
     if c.head in ("gmsop", "gmgap"):
         what += f"-{c.num_components or 16}-{c.k or 8}"
-    print(f"{'resuming' if resume else 'training'} {what} on {c.dataset} ({len(trainer.train_set)} train / "
-          f"{len(trainer.val_set)} val images, {trainer.num_classes} classes), "
-          f"{trainer.model.num_parameters():,} parameters, {c.backend}/{c.dtype}", flush=True)
-    print(f"SGD lr {trainer.lr:g} (momentum {c.momentum}, weight decay {trainer.weight_decay:g}), "
-          f"schedule {trainer.schedule} epochs (lr / 10 per stage), batch {c.batch_size}; run directory "
-          f"{trainer.out}", flush=True)
+    print(
+        f"{'resuming' if resume else 'training'} {what} on {c.dataset} ({len(trainer.train_set)} train / "
+        f"{len(trainer.val_set)} val images, {trainer.num_classes} classes), "
+        f"{trainer.model.num_parameters():,} parameters, {c.backend}/{c.dtype}",
+        flush=True,
+    )
+    print(
+        f"SGD lr {trainer.lr:g} (momentum {c.momentum}, weight decay {trainer.weight_decay:g}), "
+        f"schedule {trainer.schedule} epochs (lr / 10 per stage), batch {c.batch_size}; run directory "
+        f"{trainer.out}",
+        flush=True,
+    )
 
 
 def _print_summary(summary):
     if summary["val_top1"] is None:
         print(f"no epoch finished; run directory {summary['out']}")
         return
-    print(f"{summary['status']}: {summary['epochs_done']}/{summary['epochs']} epochs in {summary['seconds']:.0f} s "
-          f"of training; validation top-1 error {summary['val_top1']:.3f} (best {summary['best_val_top1']:.3f}, "
-          f"chance {summary['chance_top1']:.3f}), top-5 {summary['val_top5']:.3f}. Files in {summary['out']}",
-          flush=True)
+    print(
+        f"{summary['status']}: {summary['epochs_done']}/{summary['epochs']} epochs in {summary['seconds']:.0f} s "
+        f"of training; validation top-1 error {summary['val_top1']:.3f} (best {summary['best_val_top1']:.3f}, "
+        f"chance {summary['chance_top1']:.3f}), top-5 {summary['val_top5']:.3f}. Files in {summary['out']}",
+        flush=True,
+    )
 
 
 def _eval(args):
     from .train import evaluate_checkpoint  # noqa: PLC0415
 
     try:
-        result = evaluate_checkpoint(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
-                                     batch_size=args.batch_size, backend=args.backend)
+        result = evaluate_checkpoint(
+            args.run,
+            checkpoint=args.checkpoint,
+            data_dir=args.data_dir,
+            batch_size=args.batch_size,
+            backend=args.backend,
+        )
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as exc:
         print(f"gmsop eval: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{result['checkpoint']}: top-1 error {result['top1']:.4f}, top-5 error {result['top5']:.4f}, "
-          f"loss {result['loss']:.4f} on {result['images']} {result['split']} images")
+    print(
+        f"{result['checkpoint']}: top-1 error {result['top1']:.4f}, top-5 error {result['top5']:.4f}, "
+        f"loss {result['loss']:.4f} on {result['images']} {result['split']} images"
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ Each switch is a context manager *and* a decorator::
     with gs.eval_mode():          # BatchNorm uses running statistics, no dropout,
         y = model(x)              # no gating noise
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,7 +32,7 @@ __all__ = [
 class _ConfigState(threading.local):
     def __init__(self):
         self.enable_backprop = True  # record the graph for backward
-        self.train = True            # training behaviour of BN / dropout / gating noise
+        self.train = True  # training behaviour of BN / dropout / gating noise
 
 
 Config = _ConfigState()

@@ -23,6 +23,7 @@ A Function writes its backward in one of two styles:
   (im2col, Newton--Schulz recursion, Top-K). Asking for a second derivative
   through such a Function raises a clear ``RuntimeError``.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -119,26 +120,26 @@ class Tensor:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.data.reshape(()).item()
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """A new leaf Tensor sharing this data, cut from the graph."""
         return Tensor(self.data)
 
-    def astype(self, dtype) -> "Tensor":
+    def astype(self, dtype) -> Tensor:
         """A copy in another dtype, cut from the graph (use for data, not inside a model)."""
         return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad)
 
-    def to_gpu(self) -> "Tensor":
+    def to_gpu(self) -> Tensor:
         """A copy on the GPU (a new leaf). Modules move parameters in place instead."""
         from .backend import to_gpu  # noqa: PLC0415
 
         return Tensor(to_gpu(self.data), requires_grad=self.requires_grad, name=self.name)
 
-    def to_cpu(self) -> "Tensor":
+    def to_cpu(self) -> Tensor:
         """A copy in host memory (a new leaf)."""
         return Tensor(to_cpu(self.data), requires_grad=self.requires_grad, name=self.name)
 
     # ----- autodiff -------------------------------------------------------------
-    def retain_grad(self) -> "Tensor":
+    def retain_grad(self) -> Tensor:
         """Keep ``.grad`` for this non-leaf tensor after backward."""
         self._retains_grad = True
         return self
@@ -164,7 +165,7 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=True, name=name, dtype=dtype)
 
     def __repr__(self):
-        return "Parameter" + super().__repr__()[len("Tensor"):]
+        return "Parameter" + super().__repr__()[len("Tensor") :]
 
 
 def as_tensor(x, like: Tensor | None = None) -> Tensor:
@@ -244,9 +245,7 @@ class Function:
         if not isinstance(gxs, (tuple, list)):
             gxs = (gxs,)
         if len(gxs) != len(self.inputs):
-            raise RuntimeError(
-                f"{self.name}.backward returned {len(gxs)} gradient(s) for {len(self.inputs)} input(s)"
-            )
+            raise RuntimeError(f"{self.name}.backward returned {len(gxs)} gradient(s) for {len(self.inputs)} input(s)")
         checked = []
         for i, (x, gx) in enumerate(zip(self.inputs, gxs)):
             if gx is None or not x.requires_grad:
@@ -255,8 +254,7 @@ class Function:
             gx = gx if isinstance(gx, Tensor) else Tensor(gx)
             if gx.shape != x.shape:
                 raise RuntimeError(
-                    f"{self.name}.backward returned a gradient of shape {gx.shape} for input {i} "
-                    f"of shape {x.shape}"
+                    f"{self.name}.backward returned a gradient of shape {gx.shape} for input {i} of shape {x.shape}"
                 )
             if gx.dtype != x.dtype and x.dtype.kind == "f":
                 gx = gx if gx.creator is not None else Tensor(gx.data.astype(x.dtype))
@@ -297,8 +295,8 @@ def backward(outputs, grads=None, create_graph: bool = False) -> None:
     if len(grads) != len(outputs):
         raise ValueError(f"{len(outputs)} outputs but {len(grads)} gradients")
 
-    pending = {}   # id(tensor) -> accumulated gradient Tensor
-    tensors = {}   # id(tensor) -> tensor (keeps ids valid)
+    pending = {}  # id(tensor) -> accumulated gradient Tensor
+    tensors = {}  # id(tensor) -> tensor (keeps ids valid)
     heap, queued, tie = [], set(), itertools.count()
 
     def receive(t: Tensor, g: Tensor):

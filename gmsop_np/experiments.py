@@ -16,6 +16,7 @@ paper's schedules) for the real scale. Each model is an ordinary run directory
 under ``out`` (so ``gmsop plot`` works on it); an interrupted experiment
 resumes the unfinished runs when started again.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,10 +49,18 @@ def run_or_resume(config: TrainConfig):
     return trainer, summary
 
 
-def _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_size, lr, backend, seed,
-                  progress):
-    options = dict(arch=arch, dataset=dataset, data_dir=data_dir, epochs=epochs, batch_size=batch_size,
-                   lr=lr, backend=backend, seed=seed, progress=progress)
+def _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_size, lr, backend, seed, progress):
+    options = dict(
+        arch=arch,
+        dataset=dataset,
+        data_dir=data_dir,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        backend=backend,
+        seed=seed,
+        progress=progress,
+    )
     options.update(_SMALL.get(dataset, {}))
     if train_size is not None:
         options["train_size"] = train_size
@@ -60,9 +69,22 @@ def _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_s
     return options
 
 
-def figure2(out="runs/figure2", arch="tiny", dataset="textures", data_dir=None, epochs=3, train_size=None,
-            val_size=None, batch_size=None, lr=None, backend="numpy", seed=0, progress=True, alphas=(0.0, 100.0),
-            noise="independent"):
+def figure2(
+    out="runs/figure2",
+    arch="tiny",
+    dataset="textures",
+    data_dir=None,
+    epochs=3,
+    train_size=None,
+    val_size=None,
+    batch_size=None,
+    lr=None,
+    backend="numpy",
+    seed=0,
+    progress=True,
+    alphas=(0.0, 100.0),
+    noise="independent",
+):
     """Train GM-GAP-16-4 with each alpha and draw the usage bars side by side (paper Fig. 2, left).
 
     ``noise`` defaults to per-(image, component) gating noise. With the official
@@ -76,12 +98,18 @@ def figure2(out="runs/figure2", arch="tiny", dataset="textures", data_dir=None, 
     from .plots import _pyplot, plot_usage_bars  # noqa: PLC0415
 
     os.makedirs(out, exist_ok=True)
-    base = _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_size, lr, backend, seed,
-                         progress)
+    base = _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_size, lr, backend, seed, progress)
     results = []
     for alpha in alphas:
-        config = TrainConfig(head="gmgap", num_components=16, k=4, alpha=float(alpha), head_kwargs={"noise": noise},
-                             out=os.path.join(out, f"alpha{alpha:g}"), **base)
+        config = TrainConfig(
+            head="gmgap",
+            num_components=16,
+            k=4,
+            alpha=float(alpha),
+            head_kwargs={"noise": noise},
+            out=os.path.join(out, f"alpha{alpha:g}"),
+            **base,
+        )
         trainer, summary = run_or_resume(config)
         counts = trainer.usage_history[-1][1:] if trainer.usage_history else []
         results.append((alpha, counts, summary))
@@ -100,9 +128,10 @@ def figure2(out="runs/figure2", arch="tiny", dataset="textures", data_dir=None, 
     for alpha, counts, summary in results:
         mean = sum(counts) / max(len(counts), 1)
         var = sum((c - mean) ** 2 for c in counts) / max(len(counts), 1)
-        cv = (var ** 0.5) / mean if mean else float("nan")
-        lines.append(f"| {alpha:g} | {' '.join(str(int(c)) for c in counts)} | {cv:.2f} | "
-                     f"{100 * summary['val_top1']:.1f}% |")
+        cv = (var**0.5) / mean if mean else float("nan")
+        lines.append(
+            f"| {alpha:g} | {' '.join(str(int(c)) for c in counts)} | {cv:.2f} | {100 * summary['val_top1']:.1f}% |"
+        )
     md = os.path.join(out, "figure2.md")
     with open(md, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -110,35 +139,57 @@ def figure2(out="runs/figure2", arch="tiny", dataset="textures", data_dir=None, 
     return {"files": [png, md], "results": results}
 
 
-def table2(out="runs/table2", arch="tiny", dataset="textures", data_dir=None, epochs=2, train_size=None,
-           val_size=None, batch_size=None, lr=None, backend="numpy", seed=0, progress=True, heads=None):
+def table2(
+    out="runs/table2",
+    arch="tiny",
+    dataset="textures",
+    data_dir=None,
+    epochs=2,
+    train_size=None,
+    val_size=None,
+    batch_size=None,
+    lr=None,
+    backend="numpy",
+    seed=0,
+    progress=True,
+    heads=None,
+):
     """Train each head of Table 2 on the same backbone and data; write a Markdown table."""
     heads = list(TABLE2_HEADS) if heads is None else list(heads)
     unknown = [h for h in heads if h not in TABLE2_HEADS]
     if unknown:
         raise ValueError(f"table2 knows the heads {list(TABLE2_HEADS)}, not {unknown}")
     os.makedirs(out, exist_ok=True)
-    base = _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_size, lr, backend, seed,
-                         progress)
+    base = _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_size, lr, backend, seed, progress)
     rows = []
     for head in heads:
         label, extra = TABLE2_HEADS[head]
         config = TrainConfig(head=head, out=os.path.join(out, head), **base, **extra)
         trainer, summary = run_or_resume(config)
         history = trainer.history
-        rows.append({
-            "head": label, "top1": summary["val_top1"], "top5": summary["val_top5"],
-            "params": trainer.model.num_parameters(),
-            "dim": getattr(trainer.model.head, "representation_dim", None),
-            "ips": sum(r["images_per_s"] for r in history) / max(len(history), 1),
-        })
-    header = (f"Table 2 at small scale: {arch} backbone on {dataset}, {trainer.epochs} epoch(s) per model, "
-              f"{len(trainer.train_set)} training images, {backend}.\n\n")
-    lines = ["| head | val top-1 error | val top-5 error | parameters | representation | train images/s |",
-             "|---|---|---|---|---|---|"]
+        rows.append(
+            {
+                "head": label,
+                "top1": summary["val_top1"],
+                "top5": summary["val_top5"],
+                "params": trainer.model.num_parameters(),
+                "dim": getattr(trainer.model.head, "representation_dim", None),
+                "ips": sum(r["images_per_s"] for r in history) / max(len(history), 1),
+            }
+        )
+    header = (
+        f"Table 2 at small scale: {arch} backbone on {dataset}, {trainer.epochs} epoch(s) per model, "
+        f"{len(trainer.train_set)} training images, {backend}.\n\n"
+    )
+    lines = [
+        "| head | val top-1 error | val top-5 error | parameters | representation | train images/s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['head']} | {100 * r['top1']:.1f}% | {100 * r['top5']:.1f}% | {r['params']:,} | "
-                     f"{r['dim']} | {r['ips']:.0f} |")
+        lines.append(
+            f"| {r['head']} | {100 * r['top1']:.1f}% | {100 * r['top5']:.1f}% | {r['params']:,} | "
+            f"{r['dim']} | {r['ips']:.0f} |"
+        )
     md = os.path.join(out, "table2.md")
     with open(md, "w", encoding="utf-8") as handle:
         handle.write(header + "\n".join(lines) + "\n")

@@ -5,6 +5,7 @@
 
 Each name is defined next to its Function class in ``gmsop_np/functions/<topic>.py``.
 """
+
 from .functions.activation import *  # noqa: F401,F403
 from .functions.basic import *  # noqa: F401,F403
 from .functions.conv import *  # noqa: F401,F403

@@ -18,6 +18,7 @@ Central differences have error O(eps^2) from the third derivative and
 O(precision/eps) from rounding; with float64 and eps = 1e-6 both are ~1e-10
 relative, so checks run in float64 and refuse float32 inputs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,8 +95,9 @@ def _close(analytic, numeric, atol, rtol):
     return abs(analytic - numeric) <= atol + rtol * abs(numeric)
 
 
-def check_backward(fn, inputs, *, eps=1e-6, atol=1e-7, rtol=1e-5, mode="auto",
-                   num_directions=4, seed=0, max_elementwise=200):
+def check_backward(
+    fn, inputs, *, eps=1e-6, atol=1e-7, rtol=1e-5, mode="auto", num_directions=4, seed=0, max_elementwise=200
+):
     """Check ``fn``'s backward against central differences with a random cotangent.
 
     Parameters
@@ -122,8 +124,9 @@ def check_backward(fn, inputs, *, eps=1e-6, atol=1e-7, rtol=1e-5, mode="auto",
     if not differentiable:
         raise GradientCheckError("the function's outputs do not depend on any checked input")
     backward([y for y, _ in differentiable], [u for _, u in differentiable])
-    analytic = {i: (tensors[i].grad.data if tensors[i].grad is not None else xp.zeros_like(tensors[i].data))
-                for i in checked}
+    analytic = {
+        i: (tensors[i].grad.data if tensors[i].grad is not None else xp.zeros_like(tensors[i].data)) for i in checked
+    }
 
     total = sum(tensors[i].size for i in checked)
     if mode == "auto":

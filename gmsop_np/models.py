@@ -35,6 +35,7 @@ is second-order (``HEADS[head].second_order``), else 2. So the "paper" preset
 gives an 8×8 map for every head and the "official" preset keeps 16×16 for SOP
 heads, as the MatConvNet release does. Places365 uses 96×96 crops (12×12 map).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -65,8 +66,9 @@ class BasicBlock(Module):
         self.conv2 = Conv2d(out_channels, out_channels, 3, stride=1, padding=1, rng=rng)
         self.bn2 = BatchNorm2d(out_channels)
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = Sequential(Conv2d(in_channels, out_channels, 1, stride=stride, rng=rng),
-                                       BatchNorm2d(out_channels))
+            self.shortcut = Sequential(
+                Conv2d(in_channels, out_channels, 1, stride=stride, rng=rng), BatchNorm2d(out_channels)
+            )
         else:
             self.shortcut = None
 
@@ -83,10 +85,13 @@ def _check_head_kwargs(spec, channels, num_classes, preset, rng, head_kwargs):
     try:
         signature.bind(channels, num_classes, preset=preset, rng=rng, **head_kwargs)
     except TypeError as exc:
-        options = [n for n, p in signature.parameters.items()
-                   if p.kind == p.KEYWORD_ONLY and n not in ("preset", "rng")]
-        raise TypeError(f"head {spec.name!r} rejected the options {sorted(head_kwargs)} ({exc}); "
-                        f"it accepts {options or 'no options'}") from None
+        options = [
+            n for n, p in signature.parameters.items() if p.kind == p.KEYWORD_ONLY and n not in ("preset", "rng")
+        ]
+        raise TypeError(
+            f"head {spec.name!r} rejected the options {sorted(head_kwargs)} ({exc}); "
+            f"it accepts {options or 'no options'}"
+        ) from None
 
 
 def _check_input_size(input_size):
@@ -116,8 +121,20 @@ class ResNet(Module):
     ``feature_map_size`` (side of the map the head sees), ``balance_loss``.
     """
 
-    def __init__(self, blocks=(2, 2, 2, 2), widths=(16, 32, 64, 128), *, head="gap", num_classes=1000,
-                 input_size=64, preset="paper", seed=0, stem_width=16, in_channels=3, **head_kwargs):
+    def __init__(
+        self,
+        blocks=(2, 2, 2, 2),
+        widths=(16, 32, 64, 128),
+        *,
+        head="gap",
+        num_classes=1000,
+        input_size=64,
+        preset="paper",
+        seed=0,
+        stem_width=16,
+        in_channels=3,
+        **head_kwargs,
+    ):
         super().__init__()
         if len(blocks) != 4 or len(widths) != 4 or min(blocks) < 1:
             raise ValueError(f"need four stages with >= 1 block each: blocks={blocks}, widths={widths}")
@@ -131,8 +148,9 @@ class ResNet(Module):
 
         self.head_name, self.preset, self.input_size, self.in_channels = head, preset, int(input_size), in_channels
         self.feature_map_size = input_size // (2 * 2 * last_stride)
-        self.stem = Sequential(Conv2d(in_channels, stem_width, 3, stride=1, padding=1, rng=rng),
-                               BatchNorm2d(stem_width), ReLU())
+        self.stem = Sequential(
+            Conv2d(in_channels, stem_width, 3, stride=1, padding=1, rng=rng), BatchNorm2d(stem_width), ReLU()
+        )
         self.stages = ModuleList()
         channels = stem_width
         for n_blocks, width, stride in zip(blocks, widths, strides):
@@ -171,20 +189,44 @@ class ResNet(Module):
 
 def resnet18(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_kwargs) -> ResNet:
     """Modified ResNet-18 (Table 1): [2, 2, 2, 2] basic blocks, widths 16/32/64/128."""
-    return ResNet((2, 2, 2, 2), (16, 32, 64, 128), head=head, num_classes=num_classes,
-                  input_size=input_size, preset=preset, seed=seed, **head_kwargs)
+    return ResNet(
+        (2, 2, 2, 2),
+        (16, 32, 64, 128),
+        head=head,
+        num_classes=num_classes,
+        input_size=input_size,
+        preset=preset,
+        seed=seed,
+        **head_kwargs,
+    )
 
 
 def resnet50(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_kwargs) -> ResNet:
     """Modified ResNet-50 (Table 1): [6, 6, 6, 6] basic blocks, widths 16/32/64/128."""
-    return ResNet((6, 6, 6, 6), (16, 32, 64, 128), head=head, num_classes=num_classes,
-                  input_size=input_size, preset=preset, seed=seed, **head_kwargs)
+    return ResNet(
+        (6, 6, 6, 6),
+        (16, 32, 64, 128),
+        head=head,
+        num_classes=num_classes,
+        input_size=input_size,
+        preset=preset,
+        seed=seed,
+        **head_kwargs,
+    )
 
 
 def wrn36_2(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_kwargs) -> ResNet:
     """WRN-36-2: [4, 4, 4, 4] basic blocks, widths 32/64/128/256 (see the module docstring)."""
-    return ResNet((4, 4, 4, 4), (32, 64, 128, 256), head=head, num_classes=num_classes,
-                  input_size=input_size, preset=preset, seed=seed, **head_kwargs)
+    return ResNet(
+        (4, 4, 4, 4),
+        (32, 64, 128, 256),
+        head=head,
+        num_classes=num_classes,
+        input_size=input_size,
+        preset=preset,
+        seed=seed,
+        **head_kwargs,
+    )
 
 
 ARCHS = {"resnet18": resnet18, "resnet50": resnet50, "wrn36_2": wrn36_2}

@@ -17,6 +17,7 @@ Weight decay on BN parameters and biases is often switched off. Pass
 ``weight_decay = 0``. Parameter groups can also be given explicitly, as in
 PyTorch: ``SGD([{"params": [...]}, {"params": [...], "weight_decay": 0}], lr=0.1)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,10 @@ def _named(params):
     for i, item in enumerate(params):
         name, p = item if isinstance(item, tuple) else (f"param{i}", item)
         if not isinstance(p, Tensor) or not p.requires_grad:
-            raise TypeError(f"optimizer got {type(p).__name__} for {name!r}; pass model.parameters() "
-                            "or model.named_parameters() (tensors that require grad)")
+            raise TypeError(
+                f"optimizer got {type(p).__name__} for {name!r}; pass model.parameters() "
+                "or model.named_parameters() (tensors that require grad)"
+            )
         named.append((name, p))
     return named
 
@@ -79,8 +82,9 @@ class SGD:
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, nesterov=False, no_decay=None):
         _check_hyper(lr, momentum, weight_decay, nesterov)
-        self.defaults = dict(lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay),
-                             nesterov=bool(nesterov))
+        self.defaults = dict(
+            lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay), nesterov=bool(nesterov)
+        )
         self.param_groups = self._make_groups(list(params), no_decay)
         seen = set()
         for p in self._all_params():
@@ -109,13 +113,22 @@ class SGD:
                 groups.append(group)
             return groups
         named = _named(params)
-        split = [named, []] if no_decay is None else [
-            [(n, p) for n, p in named if not no_decay(n, p)], [(n, p) for n, p in named if no_decay(n, p)]]
+        split = (
+            [named, []]
+            if no_decay is None
+            else [[(n, p) for n, p in named if not no_decay(n, p)], [(n, p) for n, p in named if no_decay(n, p)]]
+        )
         groups = []
         for members, wd in zip(split, (self.defaults["weight_decay"], 0.0)):
             if members:
-                groups.append({**self.defaults, "weight_decay": wd,
-                               "params": [p for _, p in members], "names": [n for n, _ in members]})
+                groups.append(
+                    {
+                        **self.defaults,
+                        "weight_decay": wd,
+                        "params": [p for _, p in members],
+                        "names": [n for n, _ in members],
+                    }
+                )
         return groups
 
     def _all_params(self):
@@ -147,14 +160,14 @@ class SGD:
                 if g.shape != p.shape:
                     raise RuntimeError(f"gradient of shape {g.shape} for a parameter of shape {p.shape}")
                 if wd:
-                    g = g + wd * p.data                      # g = grad + wd * p
+                    g = g + wd * p.data  # g = grad + wd * p
                 if mu:
                     buf = self.state.get(id(p))
                     if buf is None:
-                        buf = g.astype(p.dtype, copy=True)   # first step: buf = g
+                        buf = g.astype(p.dtype, copy=True)  # first step: buf = g
                     else:
                         buf = _like(buf, p.data)
-                        buf *= mu                            # buf = mu * buf + g
+                        buf *= mu  # buf = mu * buf + g
                         buf += g
                     self.state[id(p)] = buf
                     g = g + mu * buf if group["nesterov"] else buf
@@ -163,10 +176,16 @@ class SGD:
     # ----- saving ---------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Hyper-parameters per group and the momentum buffers (NumPy copies) by flat index."""
-        groups = [{k: g[k] for k in ("lr", "momentum", "weight_decay", "nesterov")}
-                  | {"num_params": len(g["params"]), "names": list(g["names"])} for g in self.param_groups]
-        buffers = {str(i): np.array(to_cpu(self.state[id(p)]), copy=True)
-                   for i, p in enumerate(self._all_params()) if id(p) in self.state}
+        groups = [
+            {k: g[k] for k in ("lr", "momentum", "weight_decay", "nesterov")}
+            | {"num_params": len(g["params"]), "names": list(g["names"])}
+            for g in self.param_groups
+        ]
+        buffers = {
+            str(i): np.array(to_cpu(self.state[id(p)]), copy=True)
+            for i, p in enumerate(self._all_params())
+            if id(p) in self.state
+        }
         return {"param_groups": groups, "momentum_buffers": buffers}
 
     def load_state_dict(self, state) -> None:
@@ -175,8 +194,10 @@ class SGD:
         mine = [len(g["params"]) for g in self.param_groups]
         theirs = [int(g["num_params"]) for g in groups]
         if mine != theirs:
-            raise ValueError(f"optimizer state has groups of sizes {theirs}, this optimizer {mine}: "
-                             "build the optimizer the same way (same model, same no_decay) before loading")
+            raise ValueError(
+                f"optimizer state has groups of sizes {theirs}, this optimizer {mine}: "
+                "build the optimizer the same way (same model, same no_decay) before loading"
+            )
         params = self._all_params()
         new_state = {}
         for key, value in state["momentum_buffers"].items():
@@ -219,7 +240,7 @@ class MultiStepLR:
     def stage(self, epoch=None) -> int:
         """Index of the stage that ``epoch`` (default: the current one) falls in."""
         epoch = self.epoch if epoch is None else epoch
-        boundaries = np.cumsum(self.epochs_per_stage)[:-1]      # e.g. [40, 50, 55]
+        boundaries = np.cumsum(self.epochs_per_stage)[:-1]  # e.g. [40, 50, 55]
         return int(np.searchsorted(boundaries, epoch, side="right"))
 
     def get_lr(self, epoch=None) -> list:
@@ -237,8 +258,12 @@ class MultiStepLR:
         self._apply()
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "base_lrs": list(self.base_lrs),
-                "epochs_per_stage": list(self.epochs_per_stage), "gamma": self.gamma}
+        return {
+            "epoch": self.epoch,
+            "base_lrs": list(self.base_lrs),
+            "epochs_per_stage": list(self.epochs_per_stage),
+            "gamma": self.gamma,
+        }
 
     def load_state_dict(self, state) -> None:
         self.epoch = int(state["epoch"])

@@ -8,6 +8,7 @@
 Needs matplotlib (the ``app`` extra). The figures use the non-interactive
 "Agg" backend, so they work without a display.
 """
+
 from __future__ import annotations
 
 import csv
@@ -78,8 +79,12 @@ def plot_run(run_dir, out_dir=None):
     paths.append(_save(fig, plt, os.path.join(out_dir, "loss.png")))
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for key, style, label in [("train_top1", "o-", "train top-1"), ("val_top1", "s-", "val top-1"),
-                              ("train_top5", "o--", "train top-5"), ("val_top5", "s--", "val top-5")]:
+    for key, style, label in [
+        ("train_top1", "o-", "train top-1"),
+        ("val_top1", "s-", "val top-1"),
+        ("train_top5", "o--", "train top-5"),
+        ("val_top5", "s--", "val top-5"),
+    ]:
         ax.plot(epochs, 100 * m[key], style, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")

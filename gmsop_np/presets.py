@@ -6,6 +6,7 @@ every head, 5 Newton–Schulz iterations, weight decay 5e-4.
 keeps a 16×16 map (no stride) for second-order heads, 3 Newton–Schulz
 iterations, weight decay 1e-4. Everything else is shared.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ __all__ = ["Preset", "PRESETS", "get_preset"]
 class Preset:
     name: str
     sop_last_stage_stride: int  # stride of stage 4 when the head is second-order
-    ns_iters: int               # Newton–Schulz iterations in SR-SOP heads
-    weight_decay: float         # SGD weight decay
+    ns_iters: int  # Newton–Schulz iterations in SR-SOP heads
+    weight_decay: float  # SGD weight decay
 
 
 PRESETS = {

@@ -26,6 +26,7 @@ and batch position and the state of every random generator inside the model
 (seed, epoch, batch), so on NumPy a resumed run reproduces the metrics of an
 uninterrupted one exactly (up to the wall-clock columns).
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,14 +52,35 @@ from .optim import SGD, MultiStepLR
 from .presets import get_preset
 
 __all__ = [
-    "TrainConfig", "Trainer", "NonFiniteLossError", "paper_recipe", "scale_schedule", "build_network",
-    "evaluate", "evaluate_checkpoint", "make_dataset", "default_batch_size", "METRIC_COLUMNS", "ARCH_CHOICES", "model_rngs",
+    "TrainConfig",
+    "Trainer",
+    "NonFiniteLossError",
+    "paper_recipe",
+    "scale_schedule",
+    "build_network",
+    "evaluate",
+    "evaluate_checkpoint",
+    "make_dataset",
+    "default_batch_size",
+    "METRIC_COLUMNS",
+    "ARCH_CHOICES",
+    "model_rngs",
 ]
 
 #: Columns of metrics.csv (``images_per_s`` and ``seconds`` are wall-clock, all others reproducible).
 METRIC_COLUMNS = [
-    "epoch", "lr", "train_loss", "train_top1", "train_top5", "balance_loss", "usage_cv",
-    "val_loss", "val_top1", "val_top5", "images_per_s", "seconds",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_top1",
+    "train_top5",
+    "balance_loss",
+    "usage_cv",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "images_per_s",
+    "seconds",
 ]
 TIMING_COLUMNS = ("images_per_s", "seconds")
 
@@ -79,11 +101,17 @@ TINY_HEAD_KWARGS = {
 
 # The paper's recipes (SPEC §3 and §3.2 of the paper): head -> (initial lr, epochs per
 # stage), lr / 10 after each stage, batch 256, momentum 0.9.
-_GAP_RECIPE = (0.075, (50, 15, 10))        # GAP, ResNet-18-512d, Ave-GAP, GM-GAP
+_GAP_RECIPE = (0.075, (50, 15, 10))  # GAP, ResNet-18-512d, Ave-GAP, GM-GAP
 PAPER_RECIPES = {
-    "gap": _GAP_RECIPE, "gap512": _GAP_RECIPE, "gapxd": _GAP_RECIPE, "avegap": _GAP_RECIPE, "gmgap": _GAP_RECIPE,
-    "srsop": (0.15, (20, 5, 5, 5)), "psrsop": (0.15, (20, 5, 5, 5)),   # SR-SOP, parametric SR-SOP
-    "avesop": (0.1, (40, 10, 5, 5)), "gmsop": (0.1, (40, 10, 5, 5)),   # Ave-SOP-16, GM-SOP-16-8
+    "gap": _GAP_RECIPE,
+    "gap512": _GAP_RECIPE,
+    "gapxd": _GAP_RECIPE,
+    "avegap": _GAP_RECIPE,
+    "gmgap": _GAP_RECIPE,
+    "srsop": (0.15, (20, 5, 5, 5)),
+    "psrsop": (0.15, (20, 5, 5, 5)),  # SR-SOP, parametric SR-SOP
+    "avesop": (0.1, (40, 10, 5, 5)),
+    "gmsop": (0.1, (40, 10, 5, 5)),  # Ave-SOP-16, GM-SOP-16-8
 }
 
 # Epoch budgets when --epochs is not given: a short demo on the small built-in
@@ -135,7 +163,7 @@ def scale_schedule(stages, epochs: int):
     # Round the stage *boundaries* (not the lengths): the total is exact and the proportions hold.
     boundaries = np.floor(np.cumsum(exact) + 0.5).astype(int)
     scaled = np.diff(np.concatenate([[0], boundaries]))
-    while scaled.min() < 1:                               # a stage rounded away: borrow from the longest
+    while scaled.min() < 1:  # a stage rounded away: borrow from the longest
         scaled[int(np.argmin(scaled))] += 1
         scaled[int(np.argmax(scaled))] -= 1
     return [int(s) for s in scaled]
@@ -148,18 +176,18 @@ class TrainConfig:
     arch: str = "tiny"
     head: str = "gmsop"
     num_components: int | None = None  # N of GM heads (None: the head's default, 16)
-    k: int | None = None              # K of GM heads (default 8) / components of Ave heads (default 16)
-    alpha: float = 100.0              # balance-loss weight (Eq. 4)
+    k: int | None = None  # K of GM heads (default 8) / components of Ave heads (default 16)
+    alpha: float = 100.0  # balance-loss weight (Eq. 4)
     preset: str = "paper"
     dataset: str = "textures"
     data_dir: str | None = None
-    train_size: int | None = None     # textures: number of generated training images
+    train_size: int | None = None  # textures: number of generated training images
     val_size: int | None = None
-    image_size: int | None = None     # textures / digits: image side (default per dataset)
-    epochs: int | None = None         # None: the paper's total for the head
-    schedule: list | None = None      # epochs per stage; None: the paper's, scaled to `epochs`
-    lr: float | None = None           # None: the paper's initial lr for the head (halved on the demo sets)
-    batch_size: int | None = None      # None: default_batch_size(dataset)
+    image_size: int | None = None  # textures / digits: image side (default per dataset)
+    epochs: int | None = None  # None: the paper's total for the head
+    schedule: list | None = None  # epochs per stage; None: the paper's, scaled to `epochs`
+    lr: float | None = None  # None: the paper's initial lr for the head (halved on the demo sets)
+    batch_size: int | None = None  # None: default_batch_size(dataset)
     momentum: float = 0.9
     weight_decay: float | None = None  # None: from the preset
     backend: str = "numpy"
@@ -187,8 +215,10 @@ class TrainConfig:
         if self.schedule is not None:
             schedule = [int(s) for s in self.schedule]
             if self.epochs is not None and sum(schedule) != self.epochs:
-                raise ValueError(f"--schedule {schedule} sums to {sum(schedule)} epochs but --epochs is "
-                                 f"{self.epochs}; give one of them")
+                raise ValueError(
+                    f"--schedule {schedule} sums to {sum(schedule)} epochs but --epochs is "
+                    f"{self.epochs}; give one of them"
+                )
         else:
             schedule = scale_schedule(stages, epochs) if epochs is not None else list(stages)
         lr = self.lr if self.lr is not None else base_lr * DEMO_LR_FACTOR.get(self.dataset, 1.0)
@@ -215,13 +245,27 @@ def build_network(config: TrainConfig, num_classes: int, input_size: int):
     if config.arch == "tiny":
         kwargs.update(TINY_HEAD_KWARGS.get(config.head, {}))
         kwargs.update(config.head_kwargs)
-        return ResNet(**TINY_BACKBONE, head=config.head, num_classes=num_classes, input_size=input_size,
-                      preset=config.preset, seed=config.seed, **kwargs)
+        return ResNet(
+            **TINY_BACKBONE,
+            head=config.head,
+            num_classes=num_classes,
+            input_size=input_size,
+            preset=config.preset,
+            seed=config.seed,
+            **kwargs,
+        )
     if config.arch not in ARCH_CHOICES:
         raise ValueError(f"unknown arch {config.arch!r}; choose one of {ARCH_CHOICES}")
     kwargs.update(config.head_kwargs)
-    return build_model(config.arch, config.head, num_classes=num_classes, input_size=input_size,
-                       preset=config.preset, seed=config.seed, **kwargs)
+    return build_model(
+        config.arch,
+        config.head,
+        num_classes=num_classes,
+        input_size=input_size,
+        preset=config.preset,
+        seed=config.seed,
+        **kwargs,
+    )
 
 
 def make_dataset(config: TrainConfig, split: str):
@@ -229,8 +273,7 @@ def make_dataset(config: TrainConfig, split: str):
     extra = {}
     if config.dataset == "textures":
         extra["n"] = config.train_size if split == "train" else config.val_size
-    return get_dataset(config.dataset, split, root=config.data_dir, seed=config.seed, size=config.image_size,
-                       **extra)
+    return get_dataset(config.dataset, split, root=config.data_dir, seed=config.seed, size=config.image_size, **extra)
 
 
 def _cast_model(model, dtype) -> None:
@@ -337,13 +380,16 @@ class Trainer:
         if config.backend == "cupy":
             set_backend("cupy")  # fails early, with the install hint, when there is no GPU
             self.model.to_gpu()
-        self.optimizer = SGD(self.model.parameters(), lr=self.lr, momentum=config.momentum,
-                             weight_decay=self.weight_decay)
+        self.optimizer = SGD(
+            self.model.parameters(), lr=self.lr, momentum=config.momentum, weight_decay=self.weight_decay
+        )
         self.scheduler = MultiStepLR(self.optimizer, self.schedule, base_lr=self.lr)
-        self.train_loader = make_loader(config.dataset, self.train_set, config.batch_size, train=True,
-                                        seed=config.seed, dtype=self.dtype)
-        self.val_loader = make_loader(config.dataset, self.val_set, config.batch_size, train=False,
-                                      seed=config.seed, dtype=self.dtype)
+        self.train_loader = make_loader(
+            config.dataset, self.train_set, config.batch_size, train=True, seed=config.seed, dtype=self.dtype
+        )
+        self.val_loader = make_loader(
+            config.dataset, self.val_set, config.batch_size, train=False, seed=config.seed, dtype=self.dtype
+        )
         self.history, self.usage_history, self.best_val = [], [], float("inf")
         self.partial = _EpochStats()
         os.makedirs(self.out, exist_ok=True)
@@ -351,8 +397,9 @@ class Trainer:
             self._restore(os.path.join(self.out, "last.npz"))
         else:
             if os.path.exists(os.path.join(self.out, "last.npz")):
-                raise FileExistsError(f"{self.out} already holds a run (last.npz); continue it with --resume "
-                                      "or choose another --out")
+                raise FileExistsError(
+                    f"{self.out} already holds a run (last.npz); continue it with --resume or choose another --out"
+                )
             self._write_config(input_size)
 
     # ----- setup -------------------------------------------------------------------------------
@@ -360,8 +407,9 @@ class Trainer:
     def _stored_config(out, progress=True):
         path = os.path.join(out, "config.json")
         if not os.path.isfile(path) or not os.path.isfile(os.path.join(out, "last.npz")):
-            raise FileNotFoundError(f"cannot resume: {out} has no config.json and last.npz "
-                                    "(start the run without --resume)")
+            raise FileNotFoundError(
+                f"cannot resume: {out} has no config.json and last.npz (start the run without --resume)"
+            )
         with open(path, encoding="utf-8") as handle:
             stored = json.load(handle)["options"]
         stored["out"], stored["progress"] = out, progress
@@ -380,11 +428,16 @@ class Trainer:
         info = {
             "options": self.config.to_dict(),
             "derived": {
-                "lr": self.lr, "schedule": self.schedule, "epochs": self.epochs,
-                "weight_decay": self.weight_decay, "num_classes": self.num_classes,
-                "input_size": input_size, "num_parameters": self.model.num_parameters(),
+                "lr": self.lr,
+                "schedule": self.schedule,
+                "epochs": self.epochs,
+                "weight_decay": self.weight_decay,
+                "num_classes": self.num_classes,
+                "input_size": input_size,
+                "num_parameters": self.model.num_parameters(),
                 "representation_dim": getattr(self.model.head, "representation_dim", None),
-                "train_images": len(self.train_set), "val_images": len(self.val_set),
+                "train_images": len(self.train_set),
+                "val_images": len(self.val_set),
                 "objective": "CE_mean + balance_loss / batch_size",
             },
         }
@@ -436,9 +489,12 @@ class Trainer:
                 epoch = self.train_loader.epoch
                 if not self._train_epoch(epoch):
                     self.save()
-                    print(f"\ninterrupted at epoch {epoch + 1}, step {self.train_loader.batch}: saved "
-                          f"{os.path.join(self.out, 'last.npz')}; continue with `gmsop train --out {self.out} "
-                          "--resume`", file=sys.stderr)
+                    print(
+                        f"\ninterrupted at epoch {epoch + 1}, step {self.train_loader.batch}: saved "
+                        f"{os.path.join(self.out, 'last.npz')}; continue with `gmsop train --out {self.out} "
+                        "--resume`",
+                        file=sys.stderr,
+                    )
                     return self.summary("interrupted")
                 self._end_epoch(epoch)
         return self.summary("finished" if self.train_loader.epoch >= self.epochs else "paused")
@@ -451,13 +507,19 @@ class Trainer:
         model.train()
         if self.train_loader.batch == 0:
             _reset_usage(model)
-        bar = tqdm(total=len(self.train_loader), initial=self.train_loader.batch, unit="batch",
-                   desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.config.progress, leave=False,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=len(self.train_loader),
+            initial=self.train_loader.batch,
+            unit="batch",
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            disable=not self.config.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
         tick = time.perf_counter()
         try:
             for x, y in self.train_loader:
-                step = self.train_loader.batch          # 1-based index of this batch in the epoch
+                step = self.train_loader.batch  # 1-based index of this batch in the epoch
                 b = len(y)
                 logits = model(Tensor(x))
                 ce = F.softmax_cross_entropy(logits, y)
@@ -480,10 +542,13 @@ class Trainer:
                 stats.top5_sum += F.topk_error(logits, y, min(5, logits.shape[1])) * b
                 stats.balance_sum += 0.0 if balance is None else float(balance.item()) * b
                 bar.update(1)
-                bar.set_postfix(loss=f"{stats.loss_sum / stats.images:.3f}",
-                                err=f"{stats.top1_sum / stats.images:.3f}",
-                                bal=f"{stats.balance_sum / stats.images:.3g}",
-                                ips=f"{stats.images / max(stats.seconds, 1e-9):.0f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{stats.loss_sum / stats.images:.3f}",
+                    err=f"{stats.top1_sum / stats.images:.3f}",
+                    bal=f"{stats.balance_sum / stats.images:.3g}",
+                    ips=f"{stats.images / max(stats.seconds, 1e-9):.0f}",
+                    refresh=False,
+                )
                 for callback in self.callbacks:
                     callback(self, epoch, step)
                 if self._stop_requested:
@@ -500,7 +565,8 @@ class Trainer:
         kept = f"the last good checkpoint {last} is kept" if os.path.exists(last) else "no checkpoint was written yet"
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch + 1}, step {step} ({parts}); stopped before updating the "
-            f"weights, {kept}. Try a smaller --lr or --dtype float64.")
+            f"weights, {kept}. Try a smaller --lr or --dtype float64."
+        )
 
     def _end_epoch(self, epoch):
         stats, n = self.partial, max(self.partial.images, 1)
@@ -508,11 +574,18 @@ class Trainer:
         val = evaluate(self.model, self.val_loader)
         counts = _usage_counts(self.model)
         row = {
-            "epoch": epoch + 1, "lr": lr,
-            "train_loss": stats.loss_sum / n, "train_top1": stats.top1_sum / n, "train_top5": stats.top5_sum / n,
-            "balance_loss": stats.balance_sum / n, "usage_cv": usage_cv(counts),
-            "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-            "images_per_s": stats.images / max(stats.seconds, 1e-9), "seconds": stats.seconds,
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": stats.loss_sum / n,
+            "train_top1": stats.top1_sum / n,
+            "train_top5": stats.top5_sum / n,
+            "balance_loss": stats.balance_sum / n,
+            "usage_cv": usage_cv(counts),
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "images_per_s": stats.images / max(stats.seconds, 1e-9),
+            "seconds": stats.seconds,
         }
         self.history.append(row)
         if counts is not None:
@@ -526,24 +599,38 @@ class Trainer:
         if improved:
             _atomic_copy(path, os.path.join(self.out, "best.npz"))
         self._write_tables()
-        print(f"epoch {epoch + 1}/{self.epochs}  lr {lr:.3g}  train loss {row['train_loss']:.4f} "
-              f"err {row['train_top1']:.3f}  val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.3f} "
-              f"top-5 {row['val_top5']:.3f}  bal {row['balance_loss']:.3g}  {row['images_per_s']:.0f} img/s  "
-              f"{row['seconds']:.1f}s", file=sys.stderr if self.config.progress else sys.stdout, flush=True)
+        print(
+            f"epoch {epoch + 1}/{self.epochs}  lr {lr:.3g}  train loss {row['train_loss']:.4f} "
+            f"err {row['train_top1']:.3f}  val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.3f} "
+            f"top-5 {row['val_top5']:.3f}  bal {row['balance_loss']:.3g}  {row['images_per_s']:.0f} img/s  "
+            f"{row['seconds']:.1f}s",
+            file=sys.stderr if self.config.progress else sys.stdout,
+            flush=True,
+        )
 
     def _write_tables(self):
-        _write_csv(os.path.join(self.out, "metrics.csv"), METRIC_COLUMNS, [[r[c] for c in METRIC_COLUMNS]
-                                                                           for r in self.history])
+        _write_csv(
+            os.path.join(self.out, "metrics.csv"),
+            METRIC_COLUMNS,
+            [[r[c] for c in METRIC_COLUMNS] for r in self.history],
+        )
         if self.usage_history:
             n = len(self.usage_history[0]) - 1
-            _write_csv(os.path.join(self.out, "usage.csv"), ["epoch"] + [f"component_{i}" for i in range(n)],
-                       self.usage_history)
+            _write_csv(
+                os.path.join(self.out, "usage.csv"),
+                ["epoch"] + [f"component_{i}" for i in range(n)],
+                self.usage_history,
+            )
 
     def summary(self, status):
         last = self.history[-1] if self.history else {}
         return {
-            "status": status, "out": self.out, "epochs_done": len(self.history), "epochs": self.epochs,
-            "val_top1": last.get("val_top1"), "val_top5": last.get("val_top5"),
+            "status": status,
+            "out": self.out,
+            "epochs_done": len(self.history),
+            "epochs": self.epochs,
+            "val_top1": last.get("val_top1"),
+            "val_top5": last.get("val_top5"),
             "best_val_top1": None if math.isinf(self.best_val) else self.best_val,
             "seconds": float(sum(r["seconds"] for r in self.history)),
             "chance_top1": 1.0 - 1.0 / self.num_classes,
@@ -582,8 +669,14 @@ def evaluate_checkpoint(run, checkpoint="best", data_dir=None, batch_size=None, 
     if config.backend == "cupy":
         set_backend("cupy")
         model.to_gpu()
-    loader = make_loader(config.dataset, val_set, batch_size or config.batch_size, train=False,
-                         seed=config.seed, dtype=np.dtype(config.dtype))
+    loader = make_loader(
+        config.dataset,
+        val_set,
+        batch_size or config.batch_size,
+        train=False,
+        seed=config.seed,
+        dtype=np.dtype(config.dtype),
+    )
     with using_backend(config.backend):
         result = evaluate(model, loader)
     result.update(checkpoint=path, split=split, images=len(val_set))

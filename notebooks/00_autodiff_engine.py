@@ -16,9 +16,9 @@
 # numbers below refer to it.
 
 # %% tags=["parameters"]
-BACKEND = "numpy"      # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
+BACKEND = "numpy"  # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
 SEED = 0
-CHAIN_DEPTH = 12       # depth of the doubling chain in the "why order matters" plot
+CHAIN_DEPTH = 12  # depth of the doubling chain in the "why order matters" plot
 FIGURE_DIR = "figures"
 
 # %%
@@ -53,8 +53,8 @@ print("backend:", BACKEND, "| figures go to", figure_dir.resolve())
 # %%
 x = gs.Tensor(xp.asarray(rng.standard_normal((2, 3))), requires_grad=True, name="x")
 w = gs.Tensor(xp.asarray(rng.standard_normal((3, 2))), requires_grad=True, name="w")
-h = x @ w               # MatMul
-y = F.exp(h)            # Exp
+h = x @ w  # MatMul
+y = F.exp(h)  # Exp
 loss = F.sum(y * y) / 2 + F.sum(h)  # Mul, Sum, Div (2 becomes a constant leaf), Sum, Add
 for name, t in [("x", x), ("w", w), ("h", h), ("y", y), ("loss", loss)]:
     creator = t.creator.name if t.creator else "(leaf)"
@@ -90,15 +90,18 @@ def draw_graph(functions, path):
         row = rows.get(f.generation, 0)
         rows[f.generation] = row + 1
         position[id(f)] = (f.generation, -row)
-        ax.text(f.generation, -row, f.name, ha="center", va="center",
-                bbox=dict(boxstyle="round", fc="lightyellow"))
+        ax.text(f.generation, -row, f.name, ha="center", va="center", bbox=dict(boxstyle="round", fc="lightyellow"))
     for f in functions:
         for x in f.inputs:
             if x.creator is not None and id(x.creator) in position:
                 (x0, y0), (x1, y1) = position[id(x.creator)], position[id(f)]
                 bend = -0.35 if x1 - x0 > 1 else 0.0  # long edges arc over the boxes
-                ax.annotate("", xy=(x1 - 0.25, y1), xytext=(x0 + 0.25, y0),
-                            arrowprops=dict(arrowstyle="->", connectionstyle=f"arc3,rad={bend}"))
+                ax.annotate(
+                    "",
+                    xy=(x1 - 0.25, y1),
+                    xytext=(x0 + 0.25, y0),
+                    arrowprops=dict(arrowstyle="->", connectionstyle=f"arc3,rad={bend}"),
+                )
     ax.set_xlim(-0.6, max(rows) + 0.6)
     ax.set_ylim(-max(rows.values()) + 0.4, 1.2)
     ax.set_xlabel("generation (eq. 4)")
@@ -181,8 +184,10 @@ def toy_backward(t, g, leaf_grads, accumulate, calls):
 for accumulate in (False, True):
     grads, calls = {}, []
     toy_backward(c, 1.0, grads, accumulate, calls)
-    print(f"toy, {'adds' if accumulate else 'assigns'} leaf grads: dc/da = {grads[id(a)]}, "
-          f"{len(calls)} Function backward calls (the engine: 2)")
+    print(
+        f"toy, {'adds' if accumulate else 'assigns'} leaf grads: dc/da = {grads[id(a)]}, "
+        f"{len(calls)} Function backward calls (the engine: 2)"
+    )
 
 # %% [markdown]
 # Accumulating fixes the value, but recursing per contribution repeats whole sub-graphs.
@@ -243,6 +248,7 @@ print("bias.grad =", bias.grad.numpy(), "(each entry was copied to 4 rows)")
 # A softmax built from core ops is correct by construction. Next to it, a hand-written
 # `Softmax` Function with a correct backward, and a broken one whose backward returns zeros.
 
+
 # %%
 def softmax_from_ops(x):
     e = F.exp(x - F.max(x, axis=-1, keepdims=True))
@@ -286,8 +292,11 @@ def sum_of_outputs_check(fn, x, eps=1e-6):
 
 
 results = {}
-for name, fn in [("from ops", softmax_from_ops), ("hand-written", lambda t: Softmax()(t)),
-                 ("broken (zeros)", lambda t: BrokenSoftmax()(t))]:
+for name, fn in [
+    ("from ops", softmax_from_ops),
+    ("hand-written", lambda t: Softmax()(t)),
+    ("broken (zeros)", lambda t: BrokenSoftmax()(t)),
+]:
     weak = sum_of_outputs_check(fn, logits)
     try:
         gs.check_backward(fn, [logits])

@@ -16,9 +16,9 @@
 # they were skipped.
 
 # %% tags=["parameters"]
-BACKEND = "numpy"      # the default backend for new data in this notebook ("numpy" or "cupy")
+BACKEND = "numpy"  # the default backend for new data in this notebook ("numpy" or "cupy")
 SEED = 0
-SIZES = [64, 128, 256, 512]   # matrix sizes for the throughput plot
+SIZES = [64, 128, 256, 512]  # matrix sizes for the throughput plot
 REPEATS = 3
 FIGURE_DIR = "figures"
 
@@ -39,8 +39,10 @@ HAS_GPU = gs.cupy_available()
 if HAS_GPU:
     print("CuPy and a CUDA GPU are available: the GPU cells run.")
 else:
-    print("No GPU here (CuPy missing or no CUDA device): GPU cells print a message instead of running.\n"
-          "On a GPU machine: pip install -e '.[gpu]' and re-run this notebook.")
+    print(
+        "No GPU here (CuPy missing or no CUDA device): GPU cells print a message instead of running.\n"
+        "On a GPU machine: pip install -e '.[gpu]' and re-run this notebook."
+    )
 if BACKEND == "cupy" and not HAS_GPU:
     print("BACKEND='cupy' was asked for: falling back to NumPy.")
     BACKEND = "numpy"
@@ -70,11 +72,12 @@ print("get_array_module(t32, 2.0) ->", gs.get_array_module(t32, 2.0).__name__)
 # A small two-layer computation and its gradients. On the GPU the inputs are moved with
 # `gs.to_gpu`, the very same code runs, and the results are moved back with `gs.to_cpu`.
 
+
 # %%
 def compute(x, w1, w2):
     """loss = mean(sqrt(1 + (exp(-|x w1|) w2)^2)): any differentiable chain would do."""
-    h = F.exp(-F.abs(x @ w1))            # (B, H)
-    out = F.sqrt(1.0 + (h @ w2) ** 2)    # (B, K)
+    h = F.exp(-F.abs(x @ w1))  # (B, H)
+    out = F.sqrt(1.0 + (h @ w2) ** 2)  # (B, K)
     return F.mean(out)
 
 
@@ -132,12 +135,13 @@ else:
 # fails or silently copies to the host). Ask the data for its module instead. A test
 # (`tests/test_static_backend.py`) enforces this for `gmsop_np/functions/`.
 
+
 # %%
 class Softsign(gs.Function):
     """y = x / (1 + |x|); VJP: gx = gy / (1 + |x|)^2. Runs on NumPy and CuPy unchanged."""
 
     def forward(self, x):
-        xp = gs.get_array_module(x)       # numpy or cupy, whichever x lives on
+        xp = gs.get_array_module(x)  # numpy or cupy, whichever x lives on
         self.denominator = 1 + xp.abs(x)
         return x / self.denominator
 
@@ -158,6 +162,7 @@ if HAS_GPU:
 # The GPU wins once arrays are large enough to keep it busy; at tiny sizes the launch
 # overhead dominates. (Measured here with float32, best of a few repeats.)
 
+
 # %%
 def gflops(xp, n, synchronize):
     a = xp.asarray(rng.standard_normal((n, n)), dtype=xp.float32)
@@ -165,7 +170,7 @@ def gflops(xp, n, synchronize):
     best = float("inf")
     for _ in range(REPEATS):
         start = time.perf_counter()
-        (gs.Tensor(a) @ gs.Tensor(b)).data
+        _ = gs.Tensor(a) @ gs.Tensor(b)
         synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9

@@ -15,9 +15,9 @@
 # Maths: [`derivations/02_convolution.md`](../derivations/02_convolution.md).
 
 # %% tags=["parameters"]
-BACKEND = "numpy"     # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
+BACKEND = "numpy"  # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
 SEED = 0
-INPUT_SIZE = 64       # image side for the ResNet-18 forward pass (the paper: 64)
+INPUT_SIZE = 64  # image side for the ResNet-18 forward pass (the paper: 64)
 BATCH = 2
 FIGURE_DIR = "figures"
 
@@ -33,7 +33,7 @@ import numpy as np
 
 import gmsop_np as gs
 import gmsop_np.functional as F
-from gmsop_np.functions.conv import col2im, im2col   # raw-array helpers behind F.conv2d
+from gmsop_np.functions.conv import col2im, im2col  # raw-array helpers behind F.conv2d
 from gmsop_np.models import resnet18
 
 if BACKEND == "cupy" and not gs.cupy_available():
@@ -55,8 +55,8 @@ rng = np.random.default_rng(SEED)
 # %%
 image = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
 marked = np.pad(image, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-1)  # mark the padding
-cols = im2col(image, 3, 3, padding=(1, 1))    # what conv2d uses (zero padding)
-matrix = im2col(marked, 3, 3).reshape(9, 16)   # the same fields, read from the marked padded image
+cols = im2col(image, 3, 3, padding=(1, 1))  # what conv2d uses (zero padding)
+matrix = im2col(marked, 3, 3).reshape(9, 16)  # the same fields, read from the marked padded image
 im2col_consistent = np.array_equal(np.where(matrix < 0, 0, matrix), cols.reshape(9, 16))
 print("im2col output shape (C, kh, kw, B, Ho, Wo):", cols.shape, "-> as a matrix", matrix.shape)
 
@@ -86,6 +86,7 @@ plt.close(fig)
 #
 # Compared with a direct (slow, loop-based) convolution written here as the oracle.
 
+
 # %%
 def conv_by_loops(x, W, b, stride, padding):
     """Toy oracle: y[b, o, r, s] = sum_{c,i,j} W[o, c, i, j] x_pad[b, c, r*s + i, s*s + j] + b[o]."""
@@ -96,7 +97,7 @@ def conv_by_loops(x, W, b, stride, padding):
     y = np.zeros((x.shape[0], C_out, Ho, Wo))
     for r in range(Ho):
         for s in range(Wo):
-            field = x_pad[:, :, r * stride:r * stride + kh, s * stride:s * stride + kw]
+            field = x_pad[:, :, r * stride : r * stride + kh, s * stride : s * stride + kw]
             y[:, :, r, s] = np.einsum("bcij,ocij->bo", field, W) + b
     return y
 
@@ -186,8 +187,10 @@ print(f"{'total':28} {'':>6}  {'':24} {model.num_parameters():>10,}")
 # last stage and in the classifier.
 
 # %%
-counts = {"ResNet-18 (GAP, 128-d)": model.num_parameters(),
-          "ResNet-18-512d": resnet18(head="gap512", num_classes=1000, seed=SEED).num_parameters()}
+counts = {
+    "ResNet-18 (GAP, 128-d)": model.num_parameters(),
+    "ResNet-18-512d": resnet18(head="gap512", num_classes=1000, seed=SEED).num_parameters(),
+}
 paper = {"ResNet-18-512d": 1.3e6}
 for name, n in counts.items():
     note = f"(paper: {paper[name] / 1e6:.1f}M)" if name in paper else ""
@@ -212,7 +215,10 @@ start = time.perf_counter()
 loss = F.softmax_cross_entropy(model(images), labels)
 model.zero_grad()
 loss.backward()
-print(f"loss {loss.item():.3f} (log 1000 = {np.log(1000):.3f}); forward + backward took {time.perf_counter() - start:.2f} s")
+print(
+    f"loss {loss.item():.3f} (log 1000 = {np.log(1000):.3f}); "
+    f"forward + backward took {time.perf_counter() - start:.2f} s"
+)
 missing = [name for name, p in model.named_parameters() if p.grad is None or p.grad.shape != p.shape]
 print("parameters without a gradient:", missing or "none")
 

@@ -17,12 +17,12 @@
 # [`06_newton_schulz.md`](../derivations/06_newton_schulz.md), [`07_eig_sqrt.md`](../derivations/07_eig_sqrt.md).
 
 # %% tags=["parameters"]
-BACKEND = "numpy"     # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
+BACKEND = "numpy"  # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
 SEED = 0
-IMAGE_SIZE = 64       # texture images fed to the (untrained) ResNet-18 backbone
-DIM = 32              # size of the synthetic well-conditioned matrix
-MAX_ITERS = 25        # Newton-Schulz iterations swept in the convergence plot
-GRAD_DIM = 5          # matrix size for the element-wise gradient checks
+IMAGE_SIZE = 64  # texture images fed to the (untrained) ResNet-18 backbone
+DIM = 32  # size of the synthetic well-conditioned matrix
+MAX_ITERS = 25  # Newton-Schulz iterations swept in the convergence plot
+GRAD_DIM = 5  # matrix size for the element-wise gradient checks
 FIGURE_DIR = "figures"
 
 # %%
@@ -82,7 +82,7 @@ if BACKEND == "cupy":
     backbone.to_gpu()
 with gs.no_grad(), gs.eval_mode():
     feats = backbone.features(gs.Tensor(xp.asarray(pixels[:2], dtype=xp.float32)))
-feature_cov = host(F.cov_pool(gs.Tensor(feats.data.astype(xp.float64))))   # float64 for the comparisons
+feature_cov = host(F.cov_pool(gs.Tensor(feats.data.astype(xp.float64))))  # float64 for the comparisons
 eigenvalues = np.linalg.eigvalsh(feature_cov[0])[::-1]
 L = feats.shape[2] * feats.shape[3]
 print(f"feature map {tuple(feats.shape)}: L = {L} positions, d = {feats.shape[1]}")
@@ -117,7 +117,7 @@ plt.close(fig)
 
 # %%
 Q, _ = np.linalg.qr(rng.standard_normal((DIM, DIM)))
-well = (Q * rng.uniform(1.0, 10.0, DIM)) @ Q.T                 # eigenvalues in [1, 10]
+well = (Q * rng.uniform(1.0, 10.0, DIM)) @ Q.T  # eigenvalues in [1, 10]
 exact_well = scipy.linalg.sqrtm(well).real
 exact_deep = host(F.sqrtm_eig(gs.Tensor(xp.asarray(feature_cov[:1]))))[0]
 
@@ -131,8 +131,10 @@ iterations = list(range(1, MAX_ITERS + 1))
 errors_well = [relative_error(well, exact_well, n) for n in iterations]
 errors_deep = [relative_error(feature_cov[0], exact_deep, n) for n in iterations]
 for n in (3, 5, 10, MAX_ITERS):
-    print(f"N = {n:2}: relative error {errors_well[n - 1]:.2e} (well-conditioned, d = {DIM}),"
-          f" {errors_deep[n - 1]:.2e} (deep covariance, d = {feature_cov.shape[1]})")
+    print(
+        f"N = {n:2}: relative error {errors_well[n - 1]:.2e} (well-conditioned, d = {DIM}),"
+        f" {errors_deep[n - 1]:.2e} (deep covariance, d = {feature_cov.shape[1]})"
+    )
 
 fig, ax = plt.subplots(figsize=(5.5, 3.8))
 ax.semilogy(iterations, errors_well, "o-", ms=3, label=f"well-conditioned, d = {DIM} (vs scipy sqrtm)")
@@ -152,6 +154,7 @@ plt.close(fig)
 # maps each eigenvalue $a$ to the scalar $p_N(a)$. Below, the same recursion on scalars
 # (a toy, to compare with the library): $U\,\sqrt{t}\,p_N(\Lambda/t)\,U^\top$ equals the
 # library's result for *every* N, while $p_N(a) \approx \sqrt a$ only for $a$ not too small.
+
 
 # %%
 def p_N(a, n):
@@ -200,6 +203,7 @@ plt.close(fig)
 # `F.matmul` etc.). The upstream gradient is
 # random and **not symmetric** (the triangular vectorisation after it produces exactly that).
 
+
 # %%
 def vjp(fn, a, u):
     t = gs.Tensor(xp.asarray(a), requires_grad=True)
@@ -220,8 +224,8 @@ def finite_difference_vjp(fn, a, u, eps=1e-6):
 
 
 X = rng.standard_normal((GRAD_DIM, 3 * GRAD_DIM))
-sigma = (X @ X.T / X.shape[1])[None]                          # a positive definite covariance
-u = rng.standard_normal(sigma.shape)                           # non-symmetric cotangent
+sigma = (X @ X.T / X.shape[1])[None]  # a positive definite covariance
+u = rng.standard_normal(sigma.shape)  # non-symmetric cotangent
 checks = {}
 for n in (1, 2, 3, 5, 8):
     library_fn = lambda s, n=n: F.sqrtm_newton_schulz(s, n, eps=0.0)  # noqa: E731
@@ -229,7 +233,9 @@ for n in (1, 2, 3, 5, 8):
     unrolled = vjp(lambda s, n=n: F.sqrtm_newton_schulz_unrolled(s, n, eps=0.0), sigma, u)
     numeric = finite_difference_vjp(library_fn, sigma, u)
     checks[n] = (np.abs(hand - unrolled).max(), np.abs(hand - numeric).max())
-    print(f"N = {n}: |hand - unrolled autodiff| = {checks[n][0]:.1e},  |hand - finite differences| = {checks[n][1]:.1e}")
+    print(
+        f"N = {n}: |hand - unrolled autodiff| = {checks[n][0]:.1e},  |hand - finite differences| = {checks[n][1]:.1e}"
+    )
 gs.check_backward(lambda s: F.sqrtm_newton_schulz(s, 5, eps=0.0), [xp.asarray(sigma)])
 gs.check_backward(F.sqrtm_eig, [xp.asarray(sigma)])
 print("check_backward passes for sqrtm_newton_schulz (N = 5) and sqrtm_eig")
@@ -244,9 +250,15 @@ print("check_backward passes for sqrtm_newton_schulz (N = 5) and sqrtm_eig")
 eig_grad = vjp(F.sqrtm_eig, sigma, u)
 grad_iters = list(range(1, MAX_ITERS + 1))
 sym = lambda g: (g + np.swapaxes(g, -1, -2)) / 2  # noqa: E731
-to_exact = [np.linalg.norm(sym(vjp(lambda s, n=n: F.sqrtm_newton_schulz(s, n, eps=0.0), sigma, u)) - eig_grad)
-            / np.linalg.norm(eig_grad) for n in grad_iters]
-print(f"relative distance of the NS gradient to the exact one: N = 5: {to_exact[4]:.2e}, N = {MAX_ITERS}: {to_exact[-1]:.2e}")
+to_exact = [
+    np.linalg.norm(sym(vjp(lambda s, n=n: F.sqrtm_newton_schulz(s, n, eps=0.0), sigma, u)) - eig_grad)
+    / np.linalg.norm(eig_grad)
+    for n in grad_iters
+]
+print(
+    f"relative distance of the NS gradient to the exact one: N = 5: {to_exact[4]:.2e}, "
+    f"N = {MAX_ITERS}: {to_exact[-1]:.2e}"
+)
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 ns = list(checks)

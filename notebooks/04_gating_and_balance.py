@@ -17,11 +17,11 @@
 # [`09_balance_loss.md`](../derivations/09_balance_loss.md).
 
 # %% tags=["parameters"]
-BACKEND = "numpy"     # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
+BACKEND = "numpy"  # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
 SEED = 0
-N_COMPONENTS = 8      # N, the number of components in the Fig. 2 miniature
-K = 2                 # K, components per image
-STEPS = 120           # training steps per run of the miniature
+N_COMPONENTS = 8  # N, the number of components in the Fig. 2 miniature
+K = 2  # K, components per image
+STEPS = 120  # training steps per run of the miniature
 BATCH = 32
 IMAGE_SIZE = 16
 FIGURE_DIR = "figures"
@@ -61,8 +61,8 @@ B, D, N = 6, 10, 8
 u = xp.asarray(rng.standard_normal((B, D)))
 W_g = xp.asarray(rng.standard_normal((N, D)) / np.sqrt(D))
 W_n = xp.asarray(rng.standard_normal((N, D)) / np.sqrt(D))
-gamma = F.draw_gate_noise(rng, B, N, "shared")                   # (B, 1), drawn on the host
-clean = F.noisy_gate_logits(u, W_g)                               # evaluation: no noise
+gamma = F.draw_gate_noise(rng, B, N, "shared")  # (B, 1), drawn on the host
+clean = F.noisy_gate_logits(u, W_g)  # evaluation: no noise
 noisy = F.noisy_gate_logits(u, W_g, W_n, noise=gamma)
 weights, indices = F.topk_softmax(noisy, 3)
 w = gs.to_cpu(weights.data)
@@ -70,9 +70,11 @@ print("selected components per image (largest logit first):\n", gs.to_cpu(indice
 print("non-zeros per row:", (w > 0).sum(axis=1), "| row sums:", w.sum(axis=1).round(12))
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3))
-for ax, data, title in [(axes[0], gs.to_cpu(clean.data), "clean logits W_g u"),
-                        (axes[1], gs.to_cpu(noisy.data), "noisy logits (Eq. 2)"),
-                        (axes[2], w, "Top-3 softmax weights (Eq. 3)")]:
+for ax, data, title in [
+    (axes[0], gs.to_cpu(clean.data), "clean logits W_g u"),
+    (axes[1], gs.to_cpu(noisy.data), "noisy logits (Eq. 2)"),
+    (axes[2], w, "Top-3 softmax weights (Eq. 3)"),
+]:
     image = ax.imshow(data, cmap="viridis")
     ax.set_title(title)
     ax.set_xlabel("component")
@@ -91,7 +93,7 @@ plt.close(fig)
 
 # %%
 logits = np.sort(rng.standard_normal((4, N)), axis=1)[:, ::-1] + np.arange(N)[::-1] * 0.3
-logits = np.ascontiguousarray(logits[:, rng.permutation(N)])   # distinct, well-separated logits
+logits = np.ascontiguousarray(logits[:, rng.permutation(N)])  # distinct, well-separated logits
 gs.check_backward(lambda h: F.topk_softmax(h, 3)[0], [xp.asarray(logits)])
 h = gs.Tensor(xp.asarray(logits), requires_grad=True)
 wk, _ = F.topk_softmax(h, 3)
@@ -108,6 +110,7 @@ print("check_backward passes for the noisy logits (u, W_g, W_n)")
 # sample std (ddof = 1, as the release). Since each row sums to 1, mean(v) = B/N. Its
 # extremes: 0 for perfectly balanced routing; all images on the same K components with
 # weights 1/K gives $\mathrm{CV}^2 = N/K - 1$ (ddof 0).
+
 
 # %%
 def balance_oracle(w, alpha=100.0, ddof=1):
@@ -144,7 +147,7 @@ print("check_backward passes for the balance loss")
 
 # %%
 images, labels = make_textures(512, image_size=IMAGE_SIZE, seed=SEED)
-pixels = ((images.astype(np.float32) - 128.0) / 45.0)
+pixels = (images.astype(np.float32) - 128.0) / 45.0
 
 
 def train_mixture(alpha):
@@ -160,18 +163,19 @@ def train_mixture(alpha):
     usage, losses = [], []
     for step in range(STEPS):
         batch = order.choice(len(pixels), BATCH, replace=False)
-        ce = F.softmax_cross_entropy(classifier(mixture(gs.Tensor(xp.asarray(pixels[batch])))),
-                                     xp.asarray(labels[batch]))
+        ce = F.softmax_cross_entropy(
+            classifier(mixture(gs.Tensor(xp.asarray(pixels[batch])))), xp.asarray(labels[batch])
+        )
         loss = ce + mixture.balance_loss / BATCH if alpha > 0 else ce
         for p in params:
             p.grad = None
         loss.backward()
         with gs.no_grad():
             for p in params:
-                if p.grad is not None:          # components nobody selected get no gradient
+                if p.grad is not None:  # components nobody selected get no gradient
                     p.data -= 0.1 * p.grad.data
         losses.append(ce.item())
-        if (step + 1) % (STEPS // 3) == 0:     # three "epochs"
+        if (step + 1) % (STEPS // 3) == 0:  # three "epochs"
             usage.append(mixture.usage_counts.copy())
             mixture.reset_usage()
     return np.array(usage), losses
@@ -185,8 +189,10 @@ def usage_cv(counts):
 
 
 for alpha, (usage, losses) in runs.items():
-    print(f"alpha = {alpha:5}: last-epoch usage {usage[-1]}, CV = {usage_cv(usage[-1]):.2f}, "
-          f"CE {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f}")
+    print(
+        f"alpha = {alpha:5}: last-epoch usage {usage[-1]}, CV = {usage_cv(usage[-1]):.2f}, "
+        f"CE {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f}"
+    )
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)

@@ -17,17 +17,17 @@
 # (notebook 03), which a second-order head reads directly.
 
 # %% tags=["parameters"]
-BACKEND = "numpy"     # "cupy" trains on the GPU (falls back to NumPy without one)
+BACKEND = "numpy"  # "cupy" trains on the GPU (falls back to NumPy without one)
 SEED = 0
 HEADS = ["gap", "srsop", "gmsop"]
-EPOCHS = 5            # the same budget as `gmsop train` (a few minutes for all three heads on 2 cores)
+EPOCHS = 5  # the same budget as `gmsop train` (a few minutes for all three heads on 2 cores)
 TRAIN_SIZE = 3000
 VAL_SIZE = 1000
 IMAGE_SIZE = 32
 BATCH = 32
-N_COMPONENTS = 16     # GM-SOP-N-K as in the paper
+N_COMPONENTS = 16  # GM-SOP-N-K as in the paper
 K = 8
-EXPECT_LEARNING = True   # assert SR-SOP/GM-SOP < 50% error and GM-SOP < GAP (off for the tiny CI sizes)
+EXPECT_LEARNING = True  # assert SR-SOP/GM-SOP < 50% error and GM-SOP < GAP (off for the tiny CI sizes)
 FIGURE_DIR = "figures"
 
 # %%
@@ -50,7 +50,7 @@ if BACKEND == "cupy" and not gs.cupy_available():
 figure_dir = Path(FIGURE_DIR)
 figure_dir.mkdir(parents=True, exist_ok=True)
 run_root = figure_dir / "05_runs"
-shutil.rmtree(run_root, ignore_errors=True)   # a fresh run directory per execution
+shutil.rmtree(run_root, ignore_errors=True)  # a fresh run directory per execution
 
 # %% [markdown]
 # ## 1. The configurations
@@ -59,18 +59,33 @@ shutil.rmtree(run_root, ignore_errors=True)   # a fresh run directory per execut
 # whole comparison runs on a laptop CPU. The paper's networks are `arch="resnet18"` etc.
 # Each run writes `config.json`, `metrics.csv`, `usage.csv` and checkpoints to its folder.
 
+
 # %%
 def config_for(head):
-    return TrainConfig(arch="tiny", head=head, dataset="textures", train_size=TRAIN_SIZE, val_size=VAL_SIZE,
-                       image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH, seed=SEED, backend=BACKEND,
-                       num_components=N_COMPONENTS if head == "gmsop" else None,
-                       k=K if head == "gmsop" else None, out=str(run_root / head), progress=False)
+    return TrainConfig(
+        arch="tiny",
+        head=head,
+        dataset="textures",
+        train_size=TRAIN_SIZE,
+        val_size=VAL_SIZE,
+        image_size=IMAGE_SIZE,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        seed=SEED,
+        backend=BACKEND,
+        num_components=N_COMPONENTS if head == "gmsop" else None,
+        k=K if head == "gmsop" else None,
+        out=str(run_root / head),
+        progress=False,
+    )
 
 
 trainers = {head: Trainer(config_for(head)) for head in HEADS}
 for head, trainer in trainers.items():
-    print(f"{head:6} {trainer.model.num_parameters():>8,} parameters | lr {trainer.lr} | "
-          f"schedule {trainer.schedule} | weight decay {trainer.weight_decay}")
+    print(
+        f"{head:6} {trainer.model.num_parameters():>8,} parameters | lr {trainer.lr} | "
+        f"schedule {trainer.schedule} | weight decay {trainer.weight_decay}"
+    )
 
 # %% [markdown]
 # ## 2. Training
@@ -135,7 +150,7 @@ trainer = trainers[HEADS[-1]]
 model = trainer.model
 model.eval()
 images, labels = trainer.val_set.load(np.arange(8))
-batch = normalize(images, trainer.val_set.mean, trainer.val_set.std)     # float32, host
+batch = normalize(images, trainer.val_set.mean, trainer.val_set.std)  # float32, host
 with gs.no_grad():
     logits = model(gs.Tensor(gs.to_gpu(batch) if BACKEND == "cupy" else batch))
 predicted = gs.to_cpu(logits.data).argmax(axis=1)

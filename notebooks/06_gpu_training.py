@@ -16,7 +16,7 @@
 # runs: the GPU parts print why they were skipped and the comparison shows NumPy alone.
 
 # %% tags=["parameters"]
-BACKEND = "numpy"     # the backend of the reference run; the GPU run always uses "cupy"
+BACKEND = "numpy"  # the backend of the reference run; the GPU run always uses "cupy"
 SEED = 0
 HEAD = "gmsop"
 EPOCHS = 1
@@ -42,9 +42,13 @@ from gmsop_np.data import normalize
 from gmsop_np.train import TrainConfig, Trainer
 
 HAS_GPU = gs.cupy_available()
-print("GPU:", "available -- the CuPy runs happen" if HAS_GPU else
-      "not available (CuPy missing or no CUDA device) -- the CuPy cells print this and skip.\n"
-      "On a GPU machine: pip install -e '.[gpu]' and re-run this notebook.")
+print(
+    "GPU:",
+    "available -- the CuPy runs happen"
+    if HAS_GPU
+    else "not available (CuPy missing or no CUDA device) -- the CuPy cells print this and skip.\n"
+    "On a GPU machine: pip install -e '.[gpu]' and re-run this notebook.",
+)
 figure_dir = Path(FIGURE_DIR)
 figure_dir.mkdir(parents=True, exist_ok=True)
 run_root = figure_dir / "06_runs"
@@ -56,11 +60,26 @@ shutil.rmtree(run_root, ignore_errors=True)
 # The same weights (float64) on each backend and the same batch, in evaluation mode (no
 # gating noise, no dropout), so the only differences left are rounding in the BLAS libraries.
 
+
 # %%
 def make_trainer(backend, name, dtype="float32"):
-    config = TrainConfig(arch="tiny", head=HEAD, dataset="textures", train_size=TRAIN_SIZE, val_size=VAL_SIZE,
-                         image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH, seed=SEED, backend=backend,
-                         num_components=8, k=4, dtype=dtype, out=str(run_root / name), progress=False)
+    config = TrainConfig(
+        arch="tiny",
+        head=HEAD,
+        dataset="textures",
+        train_size=TRAIN_SIZE,
+        val_size=VAL_SIZE,
+        image_size=IMAGE_SIZE,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        seed=SEED,
+        backend=backend,
+        num_components=8,
+        k=4,
+        dtype=dtype,
+        out=str(run_root / name),
+        progress=False,
+    )
     return Trainer(config)
 
 
@@ -86,8 +105,7 @@ if HAS_GPU:
     cpu_model.to_gpu()
     loss_gpu, grads_gpu = gradients(cpu_model, gs.to_gpu)
     cpu_model.to_cpu()
-    parity = max(np.abs(grads_cpu[n] - grads_gpu[n]).max() / (np.abs(grads_cpu[n]).max() + 1e-30)
-                 for n in grads_cpu)
+    parity = max(np.abs(grads_cpu[n] - grads_gpu[n]).max() / (np.abs(grads_cpu[n]).max() + 1e-30) for n in grads_cpu)
     print(f"CuPy:  loss {loss_gpu:.10f}; largest relative gradient difference {parity:.2e}")
 else:
     print("CuPy:  skipped (no GPU).")
@@ -116,7 +134,7 @@ if "cupy" in throughput:
     print(f"speed-up: {throughput['cupy'] / throughput['numpy']:.1f}x")
 
 fig, ax = plt.subplots(figsize=(4.5, 3.2))
-ax.bar(list(throughput), list(throughput.values()), color=["tab:blue", "tab:green"][:len(throughput)])
+ax.bar(list(throughput), list(throughput.values()), color=["tab:blue", "tab:green"][: len(throughput)])
 ax.set_ylabel("training images / s")
 ax.set_title(f"tiny ResNet + {HEAD}, batch {BATCH}" + ("" if HAS_GPU else "\n(no GPU here: NumPy only)"))
 fig.tight_layout()

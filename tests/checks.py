@@ -1,4 +1,5 @@
 """Numerical checks shared by several test files (strategies live in strategies.py)."""
+
 import gmsop_np as gs
 import gmsop_np.functional as F
 
@@ -10,6 +11,7 @@ def hessian_vector_products(scalar_fn, x0, v, step=1e-6):
     (grad f(x0 + step v) - grad f(x0 - step v)) / (2 step). ``scalar_fn`` maps a
     Tensor to a one-element Tensor; x0 and v are float64 arrays of one shape.
     """
+
     def gradient(values, create_graph=False):
         x = gs.Tensor(values, requires_grad=True)
         scalar_fn(x).backward(create_graph=create_graph)

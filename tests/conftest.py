@@ -7,6 +7,7 @@ Hypothesis profiles, chosen by the HYPOTHESIS_PROFILE environment variable:
 ``ci`` (default: few examples, the whole suite stays within CI's budget),
 ``dev`` (more examples) and ``thorough`` (many; run before a release).
 """
+
 import os
 
 import numpy as np
@@ -15,8 +16,12 @@ from hypothesis import HealthCheck, settings
 
 import gmsop_np as gs
 
-_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-               derandomize=False, print_blob=True)
+_common = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=False,
+    print_blob=True,
+)
 settings.register_profile("ci", max_examples=8, **_common)
 settings.register_profile("dev", max_examples=30, **_common)
 settings.register_profile("thorough", max_examples=300, **_common)
@@ -47,8 +52,7 @@ def pytest_terminal_summary(terminalreporter):
     pytest hides the output of passing tests; these figures are part of what a run
     verifies, so they are printed after the summary (also with pytest-xdist).
     """
-    reports = [r for r in terminalreporter.stats.get("passed", [])
-               if r.when == "call" and "report" in r.keywords]
+    reports = [r for r in terminalreporter.stats.get("passed", []) if r.when == "call" and "report" in r.keywords]
     if not reports:
         return
     terminalreporter.section("figures measured by the suite")

@@ -4,6 +4,7 @@ Values are bounded and shapes small: the point is to hit odd shapes (size 1,
 broadcast axes, non-square maps) quickly, not to stress-test. Strategies that
 feed a kink (ReLU at 0, Top-K ties, max ties) keep a margin away from it.
 """
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -80,8 +81,12 @@ def spd_batches(draw, batch=(1, 3), dim=(2, 6), max_condition=50.0):
 @st.composite
 def feature_maps(draw, batch=(1, 3), channels=(1, 5), height=(1, 5), width=(1, 5)):
     """(B, C, H, W) float64 feature maps with bounded values."""
-    shape = (draw(st.integers(*batch)), draw(st.integers(*channels)),
-             draw(st.integers(*height)), draw(st.integers(*width)))
+    shape = (
+        draw(st.integers(*batch)),
+        draw(st.integers(*channels)),
+        draw(st.integers(*height)),
+        draw(st.integers(*width)),
+    )
     return draw(arrays(shape))
 
 
@@ -187,6 +192,10 @@ def gaussian_feature_maps(draw, batch=(1, 2), channels=(2, 6), height=(2, 3), wi
     Unlike ``feature_maps`` (whose minimal example is all zeros), every map has
     spread, so its covariance has a positive trace and, when H·W > C, full rank.
     """
-    shape = (draw(st.integers(*batch)), draw(st.integers(*channels)),
-             draw(st.integers(*height)), draw(st.integers(*width)))
+    shape = (
+        draw(st.integers(*batch)),
+        draw(st.integers(*channels)),
+        draw(st.integers(*height)),
+        draw(st.integers(*width)),
+    )
     return np.random.default_rng(draw(st.integers(0, 2**31 - 1))).standard_normal(shape)

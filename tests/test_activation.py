@@ -2,6 +2,7 @@
 formulas / SciPy, float64 gradient checks with random cotangents, stability at
 |x| = 1000, second-order gradients, dropout seeding, backend parity.
 Equations: derivations/04_softmax_cross_entropy.md."""
+
 import pathlib
 
 import numpy as np
@@ -9,12 +10,13 @@ import pytest
 import scipy.special
 from hypothesis import given
 from hypothesis import strategies as st
+from test_conv import cited_equations
 
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.functions import activation as activation_module
+
 from strategies import arrays, away_from_zero, shapes
-from test_conv import cited_equations
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -47,14 +49,14 @@ def test_softplus_forward_and_backward_eq5_eq6(x):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softplus_and_sigmoid_stable_at_1000_eq3_eq5(dtype):
     x = gs.Tensor(np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0], dtype=dtype), requires_grad=True)
-    with np.errstate(over="raise", invalid="raise", divide="raise"):   # underflow to 0 is fine
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
         y = F.softplus(x)
         s = F.sigmoid(x)
         y.backward(np.ones(5, dtype))
     assert y.dtype == s.dtype == dtype
     np.testing.assert_allclose(y.data, [0.0, np.exp(-50.0), np.log(2.0), 50.0, 1000.0], rtol=1e-6, atol=1e-30)
     np.testing.assert_allclose(s.data, [0.0, np.exp(-50.0), 0.5, 1.0, 1.0], rtol=1e-6, atol=1e-30)
-    np.testing.assert_allclose(x.grad.data, s.data)     # softplus' = sigmoid
+    np.testing.assert_allclose(x.grad.data, s.data)  # softplus' = sigmoid
     assert np.isfinite(x.grad.data).all()
 
 
@@ -85,7 +87,7 @@ def test_dropout_same_seed_same_mask_and_scaling_eq7():
 def test_dropout_preserves_the_mean_approximately():
     x = np.random.default_rng(0).uniform(1, 2, size=(200, 500))
     y = F.dropout(x, 0.2, training=True, rng=np.random.default_rng(1)).data
-    assert abs((y == 0).mean() - 0.2) < 0.005               # ~ 4 standard deviations
+    assert abs((y == 0).mean() - 0.2) < 0.005  # ~ 4 standard deviations
     np.testing.assert_allclose(y.mean(), x.mean(), rtol=0.01)
 
 
@@ -173,8 +175,7 @@ def test_activation_backend_parity(xp):
     rng = np.random.default_rng(4)
     x_np, gy_np = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
     mask = rng.random((3, 5)) >= 0.5
-    ops = [F.relu, F.sigmoid, F.softplus, F.softmax, F.log_softmax,
-           lambda t: F.dropout(t, 0.5, mask=mask)]
+    ops = [F.relu, F.sigmoid, F.softplus, F.softmax, F.log_softmax, lambda t: F.dropout(t, 0.5, mask=mask)]
 
     def run(mod):
         out = []

@@ -1,5 +1,6 @@
 """Backends: array-module dispatch, the default backend, device moves, and the
 refusal to mix host and device arrays."""
+
 import numpy as np
 import pytest
 

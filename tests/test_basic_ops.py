@@ -1,5 +1,6 @@
 """Core ops: forward vs NumPy, float64 gradient checks (Hypothesis, random cotangent),
 broadcasting, second-order gradients and backend parity."""
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -7,6 +8,7 @@ from hypothesis import strategies as st
 
 import gmsop_np as gs
 import gmsop_np.functional as F
+
 from checks import hessian_vector_products
 from strategies import (
     arrays,
@@ -54,8 +56,8 @@ def test_log_sqrt_and_pow(x):
     np.testing.assert_allclose(F.pow(gs.Tensor(x), 2.5).data, x**2.5)
     gs.check_backward(F.log, [x])
     gs.check_backward(F.sqrt, [x])
-    gs.check_backward(lambda t: t ** 2.5, [x])
-    gs.check_backward(lambda t: t ** -1, [x])
+    gs.check_backward(lambda t: t**2.5, [x])
+    gs.check_backward(lambda t: t**-1, [x])
 
 
 @given(x=shapes(max_dims=3).flatmap(away_from_zero))
@@ -160,13 +162,13 @@ def test_concatenate_and_stack(data):
         shape = list(base)
         shape[axis] = data.draw(st.integers(1, 3))
         pieces.append(data.draw(arrays(tuple(shape))))
-    np.testing.assert_array_equal(F.concatenate([gs.Tensor(p) for p in pieces], axis).data,
-                                  np.concatenate(pieces, axis))
+    np.testing.assert_array_equal(
+        F.concatenate([gs.Tensor(p) for p in pieces], axis).data, np.concatenate(pieces, axis)
+    )
     gs.check_backward(lambda *ts: F.concatenate(ts, axis), pieces)
     same = [data.draw(arrays(base)) for _ in range(2)]
     stack_axis = data.draw(st.integers(-len(base) - 1, len(base)))
-    np.testing.assert_array_equal(F.stack([gs.Tensor(p) for p in same], stack_axis).data,
-                                  np.stack(same, stack_axis))
+    np.testing.assert_array_equal(F.stack([gs.Tensor(p) for p in same], stack_axis).data, np.stack(same, stack_axis))
     gs.check_backward(lambda *ts: F.stack(ts, stack_axis), same)
 
 

@@ -1,4 +1,5 @@
 """Checkpoints: exact round trip (outputs and the next optimizer step), atomic save, bad files."""
+
 import os
 
 import numpy as np
@@ -39,10 +40,16 @@ def test_round_trip_restores_outputs_and_next_step(tmp_path):
         sched.step()
     data_rng = np.random.default_rng(42)
     data_rng.random(5)
-    path = save_checkpoint(tmp_path / "ck.npz", model, opt, sched, rng_state=data_rng,
-                           extra={"epoch": 2, "best_top1": 0.5, "history": [1.0, 0.5]})
+    path = save_checkpoint(
+        tmp_path / "ck.npz",
+        model,
+        opt,
+        sched,
+        rng_state=data_rng,
+        extra={"epoch": 2, "best_top1": 0.5, "history": [1.0, 0.5]},
+    )
 
-    other, opt2, sched2 = _setup(seed=99)          # different weights, fresh optimizer
+    other, opt2, sched2 = _setup(seed=99)  # different weights, fresh optimizer
     info = load_checkpoint(path, other, opt2, sched2)
     assert info["extra"] == {"epoch": 2, "best_top1": 0.5, "history": [1.0, 0.5]} and info["epoch"] == 2
     assert sched2.epoch == 2 and opt2.lr == pytest.approx(opt.lr)
@@ -55,7 +62,7 @@ def test_round_trip_restores_outputs_and_next_step(tmp_path):
     with gs.no_grad():
         np.testing.assert_array_equal(model(x).data, other(x).data)
     model.train(), other.train()
-    for m, o in ((model, opt), (other, opt2)):      # momentum buffers restored: same next step
+    for m, o in ((model, opt), (other, opt2)):  # momentum buffers restored: same next step
         _train_step(m, o, _batch(3))
     for (k, a), b in zip(model.state_dict().items(), other.state_dict().values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
@@ -66,9 +73,9 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "ck.npz"
     save_checkpoint(path, model, opt)
     saved = model.state_dict()
-    _train_step(model, opt, _batch(0))               # the model moves on ...
+    _train_step(model, opt, _batch(0))  # the model moves on ...
 
-    def crashing_writer(fileobj, arrays):            # ... and the next save dies half way
+    def crashing_writer(fileobj, arrays):  # ... and the next save dies half way
         fileobj.write(b"PK\x03\x04 half an archive")
         raise OSError("simulated crash: disk full")
 
@@ -76,9 +83,9 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated crash"):
         save_checkpoint(path, model, opt)
     monkeypatch.undo()
-    assert os.listdir(tmp_path) == ["ck.npz"]        # no temporary file left behind
+    assert os.listdir(tmp_path) == ["ck.npz"]  # no temporary file left behind
     fresh, fresh_opt, _ = _setup(seed=5)
-    load_checkpoint(path, fresh, fresh_opt)           # the previous checkpoint is intact
+    load_checkpoint(path, fresh, fresh_opt)  # the previous checkpoint is intact
     for k, v in fresh.state_dict().items():
         np.testing.assert_array_equal(v, saved[k], err_msg=k)
 
@@ -105,7 +112,7 @@ def test_truncated_foreign_and_missing_files(tmp_path):
 
 def test_wrong_model_or_missing_parts(tmp_path):
     model, opt, sched = _setup(seed=0)
-    path = save_checkpoint(tmp_path / "ck.npz", model)              # model only
+    path = save_checkpoint(tmp_path / "ck.npz", model)  # model only
     with pytest.raises(CheckpointError, match="no optimizer state"):
         load_checkpoint(path, model, opt)
     wider = ResNet((1, 1, 1, 1), (4, 4, 8, 16), num_classes=3, input_size=8)
@@ -126,11 +133,11 @@ def test_checkpoint_is_plain_npz_with_host_arrays(tmp_path, xp):
         model.to_gpu()
     _train_step(model, opt, tuple([gs.Tensor(xp.asarray(_batch(0)[0].data)), _batch(0)[1]]))
     path = save_checkpoint(tmp_path / "ck.npz", model, opt)
-    with np.load(path, allow_pickle=False) as archive:           # readable without gmsop_np
+    with np.load(path, allow_pickle=False) as archive:  # readable without gmsop_np
         assert "__meta__" in archive.files and "model/stem.0.W" in archive.files
         assert any(k.startswith("optimizer/momentum_buffers/") for k in archive.files)
     with gs.using_backend("numpy"):
         cpu_model, _, _ = _setup(seed=1)
-    load_checkpoint(path, cpu_model)                             # a GPU checkpoint loads on the CPU
+    load_checkpoint(path, cpu_model)  # a GPU checkpoint loads on the CPU
     for k, v in cpu_model.state_dict().items():
         np.testing.assert_array_equal(v, model.state_dict()[k], err_msg=k)

@@ -1,4 +1,5 @@
 """The ``gmsop`` command line: train a tiny run -> eval -> plot, resume, experiments, errors."""
+
 import json
 import os
 import tomllib
@@ -45,10 +46,10 @@ def test_train_eval_plot_resume(tmp_path, capsys):
     assert sorted(os.path.basename(p) for p in printed) == ["error.png", "loss.png", "usage.png"]
     assert all(_is_png(p) for p in printed)
 
-    assert cli.main(["train", "--out", run, "--resume", "--no-progress"]) == 0      # already finished
+    assert cli.main(["train", "--out", run, "--resume", "--no-progress"]) == 0  # already finished
     assert "finished: 1/1 epochs" in capsys.readouterr().out
 
-    assert cli.main(["train", "--out", run, *TINY]) == 2                             # would overwrite
+    assert cli.main(["train", "--out", run, *TINY]) == 2  # would overwrite
     assert "--resume" in capsys.readouterr().err
 
 
@@ -66,14 +67,25 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
 
 def test_experiments_smoke(tmp_path, capsys):
     out = str(tmp_path / "fig2")
-    args = ["--out", out, "--epochs", "1", "--train-size", "32", "--val-size", "16", "--batch-size", "16",
-            "--no-progress"]
+    args = [
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--train-size",
+        "32",
+        "--val-size",
+        "16",
+        "--batch-size",
+        "16",
+        "--no-progress",
+    ]
     assert cli.main(["experiment", "figure2", *args]) == 0
     assert _is_png(os.path.join(out, "figure2.png"))
     with open(os.path.join(out, "figure2.md")) as handle:
         rows = handle.read().splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows] == ["0", "100"]
-    for row in rows:                                       # 16 components, each counted; 32 images x K=4
+    for row in rows:  # 16 components, each counted; 32 images x K=4
         counts = [int(c) for c in row.split("|")[2].split()]
         assert len(counts) == 16 and sum(counts) == 32 * 4
 

@@ -1,6 +1,7 @@
 """conv2d (im2col / col2im, 1x1 fast path) and linear: forward vs a loop oracle,
 float64 gradient checks, odd shapes, invariants, errors and backend parity.
 Equations: derivations/02_convolution.md."""
+
 import pathlib
 import re
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.functions import conv as conv_module
+
 from strategies import arrays, conv_configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -23,12 +25,12 @@ def conv_oracle(x, W, b, stride, padding):
     B, C, H, Wd = x.shape
     C_out, _, kh, kw = W.shape
     x_pad = np.zeros((B, C, H + 2 * ph, Wd + 2 * pw))
-    x_pad[:, :, ph:ph + H, pw:pw + Wd] = x
+    x_pad[:, :, ph : ph + H, pw : pw + Wd] = x
     Ho, Wo = (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1
     y = np.zeros((B, C_out, Ho, Wo))
     for r in range(Ho):
         for s in range(Wo):
-            window = x_pad[:, :, r * sh:r * sh + kh, s * sw:s * sw + kw]      # (B, C, kh, kw)
+            window = x_pad[:, :, r * sh : r * sh + kh, s * sw : s * sw + kw]  # (B, C, kh, kw)
             y[:, :, r, s] = np.einsum("bcij,ocij->bo", window, W)
     return y if b is None else y + b[None, :, None, None]
 
@@ -69,13 +71,13 @@ def test_conv_forward_matches_scipy_correlate():
 
 ODD_CASES = [
     # (x_shape, w_shape, stride, padding)
-    ((1, 1, 5, 7), (2, 1, 3, 3), 2, 1),           # B = 1, C = 1, non-square, stride 2, padding 1
+    ((1, 1, 5, 7), (2, 1, 3, 3), 2, 1),  # B = 1, C = 1, non-square, stride 2, padding 1
     ((2, 3, 6, 4), (1, 3, 3, 3), (2, 1), (1, 0)),  # different stride / padding per axis
-    ((2, 2, 4, 4), (3, 2, 4, 4), 1, 0),           # kernel = whole image -> 1x1 output
-    ((1, 2, 3, 5), (2, 2, 2, 3), 3, 1),           # stride larger than the kernel
-    ((2, 3, 5, 5), (4, 3, 1, 1), 2, 0),           # 1x1 fast path with stride (eq. (8))
-    ((2, 3, 4, 3), (2, 3, 1, 1), 1, 0),           # 1x1 fast path
-    ((1, 2, 3, 3), (2, 2, 1, 1), 1, 1),           # 1x1 with padding: general im2col path
+    ((2, 2, 4, 4), (3, 2, 4, 4), 1, 0),  # kernel = whole image -> 1x1 output
+    ((1, 2, 3, 5), (2, 2, 2, 3), 3, 1),  # stride larger than the kernel
+    ((2, 3, 5, 5), (4, 3, 1, 1), 2, 0),  # 1x1 fast path with stride (eq. (8))
+    ((2, 3, 4, 3), (2, 3, 1, 1), 1, 0),  # 1x1 fast path
+    ((1, 2, 3, 3), (2, 2, 1, 1), 1, 1),  # 1x1 with padding: general im2col path
 ]
 
 
@@ -83,8 +85,7 @@ ODD_CASES = [
 def test_conv_odd_shapes_forward_and_backward_eq4_to_eq8(x_shape, w_shape, stride, padding, rng):
     x, W, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
     y = F.conv2d(x, W, b, stride=stride, padding=padding)
-    np.testing.assert_allclose(y.data, conv_oracle(x, W, b, as_pair(stride), as_pair(padding)),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y.data, conv_oracle(x, W, b, as_pair(stride), as_pair(padding)), rtol=1e-12, atol=1e-12)
     gs.check_backward(lambda x, W, b: F.conv2d(x, W, b, stride=stride, padding=padding), [x, W, b])
 
 
@@ -121,9 +122,9 @@ def test_col2im_is_the_adjoint_of_im2col_eq7(data, cfg):
 
 @pytest.mark.parametrize("w_shape", [(3, 2, 3, 3), (3, 2, 1, 1)])
 def test_conv_computes_only_requested_gradients(w_shape, rng):
-    x = gs.Tensor(rng.standard_normal((2, 2, 5, 5)))                  # no grad for x
+    x = gs.Tensor(rng.standard_normal((2, 2, 5, 5)))  # no grad for x
     W = gs.Tensor(rng.standard_normal(w_shape), requires_grad=True)
-    b = gs.Tensor(rng.standard_normal(3))                              # no grad for b
+    b = gs.Tensor(rng.standard_normal(3))  # no grad for b
     gy = rng.standard_normal((2, 3) + (5 - w_shape[2] + 1,) * 2)
     F.conv2d(x, W, b).backward(gy)
     assert x.grad is None and b.grad is None
@@ -157,22 +158,24 @@ def test_conv_keeps_float32_and_does_not_mutate_inputs(k, rng):
 
 
 # ----- errors --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(x=np.ones((1, 2, 4, 4)), W=np.ones((1, 3, 3, 3))), ValueError, "channels"),
-    (dict(x=np.ones((2, 4, 4)), W=np.ones((1, 2, 3, 3))), ValueError, r"\(B, C, H, W\)"),
-    (dict(x=np.ones((1, 2, 2, 2)), W=np.ones((1, 2, 3, 3))), ValueError, "does not fit"),
-    (dict(x=np.ones((1, 2, 4, 4)), W=np.ones((1, 2, 3, 3)), stride=0), ValueError, "stride"),
-    (dict(x=np.ones((1, 2, 4, 4)), W=np.ones((1, 2, 3, 3)), padding=1.5), TypeError, "padding"),
-    (dict(x=np.ones((1, 2, 4, 4)), W=np.ones((3, 2, 3, 3)), b=np.ones(2)), ValueError, "bias"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(x=np.ones((1, 2, 4, 4)), W=np.ones((1, 3, 3, 3))), ValueError, "channels"),
+        (dict(x=np.ones((2, 4, 4)), W=np.ones((1, 2, 3, 3))), ValueError, r"\(B, C, H, W\)"),
+        (dict(x=np.ones((1, 2, 2, 2)), W=np.ones((1, 2, 3, 3))), ValueError, "does not fit"),
+        (dict(x=np.ones((1, 2, 4, 4)), W=np.ones((1, 2, 3, 3)), stride=0), ValueError, "stride"),
+        (dict(x=np.ones((1, 2, 4, 4)), W=np.ones((1, 2, 3, 3)), padding=1.5), TypeError, "padding"),
+        (dict(x=np.ones((1, 2, 4, 4)), W=np.ones((3, 2, 3, 3)), b=np.ones(2)), ValueError, "bias"),
+    ],
+)
 def test_conv_errors_say_what_is_wrong(kwargs, error, match):
     with pytest.raises(error, match=match):
         F.conv2d(**kwargs)
 
 
 # ----- linear --------------------------------------------------------------------------------------
-@given(data=st.data(), b=st.integers(1, 4), n_in=st.integers(1, 5), n_out=st.integers(1, 4),
-       with_bias=st.booleans())
+@given(data=st.data(), b=st.integers(1, 4), n_in=st.integers(1, 5), n_out=st.integers(1, 4), with_bias=st.booleans())
 def test_linear_forward_and_backward_eq9_eq10(data, b, n_in, n_out, with_bias):
     x, W = data.draw(arrays((b, n_in))), data.draw(arrays((n_out, n_in)))
     bias = data.draw(arrays((n_out,))) if with_bias else None
@@ -192,7 +195,7 @@ def test_linear_second_order_gradient():
     v = rng.standard_normal((3, 4))
     gx = x.grad
     W.zero_grad()
-    F.sum(gx * v).backward()                       # gx = gy W  =>  d<gx, v>/dW = gy^T v
+    F.sum(gx * v).backward()  # gx = gy W  =>  d<gx, v>/dW = gy^T v
     np.testing.assert_allclose(W.grad.data, gy.T @ v, rtol=1e-12)
 
 

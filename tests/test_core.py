@@ -1,4 +1,5 @@
 """The engine: graph construction, backward order, accumulation, modes, errors."""
+
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def test_tensor_basics():
 
 def test_python_scalars_keep_tensor_dtype():
     x = gs.Tensor(np.ones(3, dtype=np.float32))
-    for y in (x + 1.5, 2.0 * x, x / 3, 1 - x, x ** 2):
+    for y in (x + 1.5, 2.0 * x, x / 3, 1 - x, x**2):
         assert y.dtype == np.float32
 
 
@@ -77,7 +78,7 @@ def test_deep_chain_of_10000_ops_does_not_recurse():
 def test_second_order_gradient_of_cube():
     """d/dx x^3 = 3x^2 and d^2/dx^2 x^3 = 6x, by create_graph=True."""
     x = leaf(np.array([1.5, -0.5, 2.0]))
-    y = F.sum(x ** 3)
+    y = F.sum(x**3)
     y.backward(create_graph=True)
     gx = x.grad
     np.testing.assert_allclose(gx.data, 3 * x.data**2)
@@ -170,7 +171,9 @@ def test_backward_errors_name_the_function():
     a, b = leaf([1.0]), leaf([2.0])
     with pytest.raises(RuntimeError, match=r"WrongCount\.backward returned 1 gradient\(s\) for 2 input"):
         WrongCount()(a, b).backward(np.ones(1))
-    with pytest.raises(RuntimeError, match=r"WrongShape\.backward returned a gradient of shape \(\) for input 0 of shape \(3,\)"):
+    with pytest.raises(
+        RuntimeError, match=r"WrongShape\.backward returned a gradient of shape \(\) for input 0 of shape \(3,\)"
+    ):
         WrongShape()(leaf([1.0, 2.0, 3.0])).backward()
 
 

@@ -1,4 +1,5 @@
 """Covariance pooling (paper Eq. 5): derivations/05_covariance_pooling.md, eqs. (1)-(4)."""
+
 import pathlib
 
 import numpy as np
@@ -20,7 +21,7 @@ def covariance_by_dense_centring(x):
     j_hat = (np.eye(length) - np.ones((length, length)) / length) / length
     out = np.empty((b, c, c))
     for i in range(b):
-        rows_are_positions = x[i].reshape(c, length).T          # X ∈ R^{L×d}
+        rows_are_positions = x[i].reshape(c, length).T  # X ∈ R^{L×d}
         out[i] = rows_are_positions.T @ j_hat @ rows_are_positions
     return out
 
@@ -45,11 +46,11 @@ def test_backward_finite_differences_eq4(x):
 def test_backward_is_eq4_for_a_non_symmetric_gradient(rng):
     x = rng.standard_normal((2, 3, 2, 3))
     g = rng.standard_normal((2, 3, 3))
-    assert np.abs(g - g.transpose(0, 2, 1)).max() > 0.1          # really non-symmetric
+    assert np.abs(g - g.transpose(0, 2, 1)).max() > 0.1  # really non-symmetric
     t = gs.Tensor(x, requires_grad=True)
     F.cov_pool(t).backward(g)
     xc = x.reshape(2, 3, 6) - x.reshape(2, 3, 6).mean(axis=2, keepdims=True)
-    expected = ((g + g.transpose(0, 2, 1)) @ xc / 6).reshape(x.shape)      # eq. (4)
+    expected = ((g + g.transpose(0, 2, 1)) @ xc / 6).reshape(x.shape)  # eq. (4)
     np.testing.assert_allclose(t.grad.data, expected, rtol=1e-12, atol=1e-14)
     # A backward that forgets the transpose (2 G X_c / L) is a different, wrong answer.
     assert np.abs(t.grad.data - (2 * g @ xc / 6).reshape(x.shape)).max() > 1e-3
@@ -89,11 +90,14 @@ def test_keeps_dtype_and_does_not_mutate_input(rng):
     np.testing.assert_array_equal(g, g_before)
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (np.ones((2, 3, 4), dtype=np.float64), ValueError, r"\(B, C, H, W\)"),
-    (np.ones((2, 3, 2, 2), dtype=np.int64), TypeError, "floating-point"),
-    (np.ones((2, 3, 0, 2)), ValueError, "at least one spatial position"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (np.ones((2, 3, 4), dtype=np.float64), ValueError, r"\(B, C, H, W\)"),
+        (np.ones((2, 3, 2, 2), dtype=np.int64), TypeError, "floating-point"),
+        (np.ones((2, 3, 0, 2)), ValueError, "at least one spatial position"),
+    ],
+)
 def test_bad_input_is_rejected_with_a_clear_message(bad, error, match):
     with pytest.raises(error, match=match):
         F.cov_pool(bad)

@@ -5,6 +5,7 @@ formats of the real downloads (downsampled-ImageNet .npz and pickled batch
 files, Places365 file lists over a folder of JPEGs), including malformed ones:
 every problem must raise an error that names the file and the problem.
 """
+
 import os
 import pickle
 import sys
@@ -39,8 +40,8 @@ def test_textures_deterministic_and_well_formed(textures):
     again, labels_again = make_textures(800, image_size=32, seed=3)
     assert images.dtype == np.uint8 and images.shape == (800, 3, 32, 32)
     assert labels.dtype == np.int64 and set(np.unique(labels)) == {0, 1, 2, 3}
-    assert np.bincount(labels).tolist() == [200] * 4            # balanced
-    np.testing.assert_array_equal(images, again)                 # a pure function of the seed
+    assert np.bincount(labels).tolist() == [200] * 4  # balanced
+    np.testing.assert_array_equal(images, again)  # a pure function of the seed
     np.testing.assert_array_equal(labels, labels_again)
     other, _ = make_textures(800, image_size=32, seed=4)
     assert np.mean(other != images) > 0.5
@@ -48,9 +49,9 @@ def test_textures_deterministic_and_well_formed(textures):
 
 def _per_image_stats(images):
     x = images.astype(np.float64).reshape(len(images), 3, -1)
-    mean = x.mean(axis=2)                                        # (n, 3) channel means per image
+    mean = x.mean(axis=2)  # (n, 3) channel means per image
     xc = x - mean[:, :, None]
-    cov = np.einsum("ncl,ndl->ncd", xc, xc) / x.shape[2]         # (n, 3, 3) per-image covariance
+    cov = np.einsum("ncl,ndl->ncd", xc, xc) / x.shape[2]  # (n, 3, 3) per-image covariance
     return mean, cov
 
 
@@ -109,8 +110,13 @@ def test_textures_dataset_splits_differ():
 
 
 # ----- augmentation and the loader -----------------------------------------------------------------
-@given(n=st.integers(1, 3), size=st.integers(3, 6), crop=st.integers(1, 3), pad=st.integers(0, 2),
-       seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 3),
+    size=st.integers(3, 6),
+    crop=st.integers(1, 3),
+    pad=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
+)
 def test_augment_batch_matches_a_loop_oracle(n, size, crop, pad, seed):
     images = np.arange(n * 2 * size * size, dtype=np.float64).reshape(n, 2, size, size)
     out = augment_batch(images, np.random.default_rng(seed), flip=True, pad=pad, crop=crop, train=True)
@@ -118,15 +124,19 @@ def test_augment_batch_matches_a_loop_oracle(n, size, crop, pad, seed):
     padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     for i in range(n):
         # every output image is a window of the padded image, possibly mirrored
-        windows = [padded[i, :, t:t + size, s:s + size] for t in range(2 * pad + 1) for s in range(2 * pad + 1)]
-        found = any(np.array_equal(o, w[:, a:a + crop, b:b + crop]) or
-                    np.array_equal(o, w[:, a:a + crop, b:b + crop][..., ::-1])
-                    for w in windows for a in range(size - crop + 1) for b in range(size - crop + 1)
-                    for o in [out[i]])
+        windows = [padded[i, :, t : t + size, s : s + size] for t in range(2 * pad + 1) for s in range(2 * pad + 1)]
+        found = any(
+            np.array_equal(o, w[:, a : a + crop, b : b + crop])
+            or np.array_equal(o, w[:, a : a + crop, b : b + crop][..., ::-1])
+            for w in windows
+            for a in range(size - crop + 1)
+            for b in range(size - crop + 1)
+            for o in [out[i]]
+        )
         assert found
     centre = augment_batch(images, np.random.default_rng(seed), crop=crop, train=False)
     top = (size - crop) // 2
-    np.testing.assert_array_equal(centre, images[:, :, top:top + crop, top:top + crop])
+    np.testing.assert_array_equal(centre, images[:, :, top : top + crop, top : top + crop])
 
 
 def _small_dataset(n=10):
@@ -151,7 +161,7 @@ def test_loader_covers_every_image_once_per_epoch_and_normalises():
     assert sorted(seen) == list(range(10))
     assert loader.epoch == 1
     np.testing.assert_array_equal(seen, loader.order(0))
-    assert not np.array_equal(loader.order(0), loader.order(1))      # a new order every epoch
+    assert not np.array_equal(loader.order(0), loader.order(1))  # a new order every epoch
     np.testing.assert_array_equal(loader.order(0), DataLoader(ds, 4, shuffle=True, seed=1).order(0))
 
 
@@ -210,11 +220,11 @@ def test_digits_upsampled_three_channels():
     train, val = get_dataset("digits", "train", size=16), get_dataset("digits", "val", size=16)
     assert train.images.shape[1:] == (3, 16, 16) and train.images.dtype == np.uint8
     assert len(train) + len(val) == 1797 and train.num_classes == 10
-    np.testing.assert_array_equal(train.images[:, 0], train.images[:, 2])     # grey in every channel
+    np.testing.assert_array_equal(train.images[:, 0], train.images[:, 2])  # grey in every channel
 
 
 def test_digits_without_sklearn_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)    # makes the import fail
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"pip install 'gmsop_np\[data\]'"):
         get_dataset("digits", "train")
 
@@ -243,9 +253,9 @@ def test_imagenet64_reads_both_formats_channel_planar(imagenet_dir):
     assert len(ds) == 9 and ds.num_classes == 1000
     images, got = ds.load(np.arange(9))
     assert images.shape == (9, 3, 64, 64) and images.dtype == np.uint8
-    np.testing.assert_array_equal(got, labels)                               # 1..1000 -> 0..999
-    np.testing.assert_array_equal(images[:, 0].reshape(9, -1), data[:, :4096])   # red plane first
-    np.testing.assert_array_equal(images[:, 2, 63, 63], data[:, -1])            # last value: blue, bottom right
+    np.testing.assert_array_equal(got, labels)  # 1..1000 -> 0..999
+    np.testing.assert_array_equal(images[:, 0].reshape(9, -1), data[:, :4096])  # red plane first
+    np.testing.assert_array_equal(images[:, 2, 63, 63], data[:, -1])  # last value: blue, bottom right
     # a shuffled epoch visits one file at a time
     order = ds.epoch_order(np.random.default_rng(1))
     assert sorted(order) == list(range(9))
@@ -266,8 +276,19 @@ def test_imagenet64_memmap_cache_matches(imagenet_dir, tmp_path):
     np.testing.assert_array_equal(again.load(idx)[0], direct.load(idx)[0])
 
 
-@pytest.mark.parametrize("problem", ["row_length", "label_zero", "label_1001", "count", "truncated_npz",
-                                     "truncated_pickle", "missing_key", "not_a_dict"])
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "row_length",
+        "label_zero",
+        "label_1001",
+        "count",
+        "truncated_npz",
+        "truncated_pickle",
+        "missing_key",
+        "not_a_dict",
+    ],
+)
 def test_imagenet64_malformed_files_name_file_and_problem(tmp_path, problem):
     rng = np.random.default_rng(0)
     name, data, labels = "val_data.npz", _imagenet_rows(rng, 3), np.array([1, 2, 3])
@@ -292,9 +313,16 @@ def test_imagenet64_malformed_files_name_file_and_problem(tmp_path, problem):
         if problem == "truncated_npz":
             raw = path.read_bytes()
             path.write_bytes(raw[: len(raw) // 2])
-    expected = {"row_length": "12288", "label_zero": "1..1000", "label_1001": "1..1000", "count": "labels",
-                "truncated_npz": "truncated or corrupt", "truncated_pickle": "truncated or corrupt",
-                "missing_key": "'data'", "not_a_dict": "pickled dict"}[problem]
+    expected = {
+        "row_length": "12288",
+        "label_zero": "1..1000",
+        "label_1001": "1..1000",
+        "count": "labels",
+        "truncated_npz": "truncated or corrupt",
+        "truncated_pickle": "truncated or corrupt",
+        "missing_key": "'data'",
+        "not_a_dict": "pickled dict",
+    }[problem]
     with pytest.raises(DataFormatError) as info:
         ds = ImageNet64(str(tmp_path), "val")
         ds.load(np.arange(len(ds)))
@@ -337,7 +365,7 @@ def test_places365_reads_resizes_and_crops(places_dir):
     images, labels = train.load([0, 1, 2])
     assert images.shape == (3, 3, 100, 100) and images.dtype == np.uint8
     np.testing.assert_array_equal(labels, [0, 100, 200])
-    np.testing.assert_allclose(images.reshape(3, 3, -1).mean(-1), COLOURS, atol=6)    # JPEG: near the colour
+    np.testing.assert_allclose(images.reshape(3, 3, -1).mean(-1), COLOURS, atol=6)  # JPEG: near the colour
     val = Places365(str(places_dir), "val")
     np.testing.assert_array_equal(val.labels, [364, 363, 362])
     x, _ = next(iter(make_loader("places365", train, 2, train=True)))
@@ -346,12 +374,15 @@ def test_places365_reads_resizes_and_crops(places_dir):
     assert x.shape == (3, 3, 96, 96)
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("/a/abbey/00000000.jpg", "expected '<image path> <label>'"),
-    ("/a/abbey/00000000.jpg zero", "not an integer"),
-    ("/a/abbey/00000000.jpg 365", "outside 0..364"),
-    ("/a/abbey/99999999.jpg 3", "do not exist"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("/a/abbey/00000000.jpg", "expected '<image path> <label>'"),
+        ("/a/abbey/00000000.jpg zero", "not an integer"),
+        ("/a/abbey/00000000.jpg 365", "outside 0..364"),
+        ("/a/abbey/99999999.jpg 3", "do not exist"),
+    ],
+)
 def test_places365_bad_file_list_names_file_and_line(places_dir, line, expected):
     path = places_dir / "places365_train_standard.txt"
     lines = path.read_text().splitlines()

@@ -6,6 +6,7 @@ docstring must cite ``derivations/<file>.md, eq. (N)`` (or ``eqs. (N), (M)``),
 the file must exist, and it must contain ``\\tag{N}``. Each derivation file
 numbers its equations uniquely, and ``derivations/README.md`` indexes every file.
 """
+
 import importlib
 import inspect
 import pkgutil
@@ -50,8 +51,13 @@ def _cases():
             cases.append(pytest.param(name, module, id=f"{name}:import-error"))
             continue
         for cls_name, cls in sorted(vars(module).items()):
-            if (inspect.isclass(cls) and issubclass(cls, Function) and cls is not Function
-                    and cls.__module__ == name and "backward" in cls.__dict__):
+            if (
+                inspect.isclass(cls)
+                and issubclass(cls, Function)
+                and cls is not Function
+                and cls.__module__ == name
+                and "backward" in cls.__dict__
+            ):
                 cases.append(pytest.param(name, cls, id=f"{name.split('.', 1)[1]}.{cls_name}"))
     return cases
 
@@ -93,8 +99,12 @@ def test_function_backward_cites_a_derivation(module_name, cls):
 
 def test_citation_pattern_reads_lists_of_equations():
     doc = "See derivations/06_newton_schulz.md, eqs. (7), (8) and (9); derivations/01_autodiff.md, eq. (5)."
-    assert citations(doc) == [("06_newton_schulz.md", 7), ("06_newton_schulz.md", 8),
-                              ("06_newton_schulz.md", 9), ("01_autodiff.md", 5)]
+    assert citations(doc) == [
+        ("06_newton_schulz.md", 7),
+        ("06_newton_schulz.md", 8),
+        ("06_newton_schulz.md", 9),
+        ("01_autodiff.md", 5),
+    ]
     assert citations("derivations/01_autodiff.md eq 5") == []
 
 

@@ -4,6 +4,7 @@ The plan against a loop oracle, dispatch/combine forward against loops, float64
 gradient checks (random cotangents), sparse == dense, determinism of the
 backward, dispatch by indices (not by weight > 0), bad input, backend parity.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import gmsop_np as gs
 import gmsop_np.functional as F
+
 from strategies import arrays, topk_indices, topk_weights
 
 
@@ -26,9 +28,9 @@ def test_plan_groups_pairs_by_component_eq2(problem):
     plan = F.make_dispatch_plan(idx, n)
     b, k = idx.shape
     flat = idx.reshape(-1)
-    assert sorted(plan.order.tolist()) == list(range(b * k))                 # a permutation
+    assert sorted(plan.order.tolist()) == list(range(b * k))  # a permutation
     np.testing.assert_array_equal(plan.inverse[plan.order], np.arange(b * k))  # its inverse
-    assert np.all(np.diff(flat[plan.order]) >= 0)                            # sorted by component
+    assert np.all(np.diff(flat[plan.order]) >= 0)  # sorted by component
     np.testing.assert_array_equal(plan.counts, np.bincount(flat, minlength=n))
     for i, rows in plan.slices():
         assert (plan.order[rows] // k).tolist() == rows_of_component(idx, i)  # stable: batch order
@@ -68,7 +70,7 @@ def test_dispatch_backward_is_the_gather_sum_eq4(rng):
     np.testing.assert_allclose(x.grad.data, oracle, rtol=1e-14)
     again = gs.Tensor(x.data, requires_grad=True)
     F.dispatch(again, plan).backward(g)
-    np.testing.assert_array_equal(again.grad.data, x.grad.data)      # bit-for-bit deterministic
+    np.testing.assert_array_equal(again.grad.data, x.grad.data)  # bit-for-bit deterministic
 
 
 @given(n=st.integers(1, 6), data=st.data())
@@ -95,7 +97,7 @@ def test_combine_forward_and_backward_eq6_eq7(problem, data):
     ys = data.draw(arrays((b * k, 3)))
     out = F.combine(gs.Tensor(ys), gs.Tensor(w), plan)
     expected = np.zeros((b, 3))
-    for p in range(b * k):                    # pair p = (sample p // k, slot p % k) sits at row inverse[p]
+    for p in range(b * k):  # pair p = (sample p // k, slot p % k) sits at row inverse[p]
         expected[p // k] += w[p // k, idx[p // k, p % k]] * ys[plan.inverse[p]]
     np.testing.assert_allclose(out.data, expected, rtol=1e-12, atol=1e-14)
     gs.check_backward(lambda a, c: F.combine(a, c, plan), [ys, w])
@@ -122,20 +124,23 @@ def test_sparse_mixture_backward_and_equals_dense_eq8(problem, data):
     b = w.shape[0]
     x = data.draw(arrays((b, 3)))
     Ws = [data.draw(arrays((3, 2))) for _ in range(n)]
-    tail = F.exp                                      # a parameter-free tail, run once on all rows
+    tail = F.exp  # a parameter-free tail, run once on all rows
 
     def sparse(xx, ww, *W):
         return F.sparse_mixture(xx, ww, idx, _linear_components(W), tail=tail)[0]
 
-    def dense(xx, ww, *W):                            # all N components on all samples
+    def dense(xx, ww, *W):  # all N components on all samples
         outs = [F.reshape(ww[:, i], (b, 1)) * tail(F.matmul(xx, Wi)) for i, Wi in enumerate(W)]
         total = outs[0]
         for o in outs[1:]:
             total = total + o
         return total
 
-    np.testing.assert_allclose(sparse(gs.Tensor(x), gs.Tensor(w), *map(gs.Tensor, Ws)).data,
-                               dense(gs.Tensor(x), gs.Tensor(w), *map(gs.Tensor, Ws)).data, rtol=1e-12)
+    np.testing.assert_allclose(
+        sparse(gs.Tensor(x), gs.Tensor(w), *map(gs.Tensor, Ws)).data,
+        dense(gs.Tensor(x), gs.Tensor(w), *map(gs.Tensor, Ws)).data,
+        rtol=1e-12,
+    )
     g_sparse = gs.check_backward(sparse, [x, w] + Ws)
     # dense gradients, except dL/dw off the Top-K (derivations/10 §5: the Top-K softmax zeroes them)
     ts = [gs.Tensor(a, requires_grad=True) for a in [x, w] + Ws]
@@ -160,15 +165,16 @@ def test_components_run_only_on_their_own_samples():
         def component(t):
             seen[i] = t.data[:, 0].tolist()
             return t
+
         return component
 
     x = np.arange(3.0)[:, None]
     w = np.zeros((3, 4))
     w[np.arange(3)[:, None], idx] = 0.5
     y, plan = F.sparse_mixture(gs.Tensor(x), gs.Tensor(w), idx, [recorder(i) for i in range(4)])
-    assert seen == {0: [0.0, 1.0], 2: [0.0, 1.0, 2.0], 3: [2.0]}     # component 1 never called
+    assert seen == {0: [0.0, 1.0], 2: [0.0, 1.0, 2.0], 3: [2.0]}  # component 1 never called
     np.testing.assert_array_equal(plan.counts, [2, 0, 3, 1])
-    np.testing.assert_allclose(y.data, x)                            # each sample: 0.5 x + 0.5 x
+    np.testing.assert_allclose(y.data, x)  # each sample: 0.5 x + 0.5 x
 
 
 def test_dispatch_uses_indices_not_positive_weights():
@@ -177,8 +183,9 @@ def test_dispatch_uses_indices_not_positive_weights():
     w, idx = F.topk_softmax(gs.Tensor(h), 2)
     assert w.data[0, 1] == 0.0 and idx.data.tolist() == [[0, 1]]
     called = []
-    _, plan = F.sparse_mixture(gs.Tensor(np.ones((1, 2))), w, idx,
-                               [lambda t, i=i: called.append(i) or t for i in range(3)])
+    _, plan = F.sparse_mixture(
+        gs.Tensor(np.ones((1, 2))), w, idx, [lambda t, i=i: called.append(i) or t for i in range(3)]
+    )
     assert called == [0, 1]
     np.testing.assert_array_equal(plan.counts, [1, 1, 0])
 
@@ -204,8 +211,9 @@ def test_inputs_not_mutated(rng):
     idx = np.array([[0, 1], [1, 2]])
     x, w = rng.standard_normal((2, 3)), np.array([[0.4, 0.6, 0.0], [0.0, 0.3, 0.7]])
     x0, w0 = x.copy(), w.copy()
-    y, _ = F.sparse_mixture(gs.Tensor(x, requires_grad=True), gs.Tensor(w, requires_grad=True), idx,
-                            [lambda t: t * 2.0] * 3)
+    y, _ = F.sparse_mixture(
+        gs.Tensor(x, requires_grad=True), gs.Tensor(w, requires_grad=True), idx, [lambda t: t * 2.0] * 3
+    )
     y.backward(np.ones((2, 3)))
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_array_equal(w, w0)
@@ -216,7 +224,11 @@ def test_backend_parity(xp, rng):
     x, w = rng.standard_normal((3, 4)), rng.random((3, 3))
     W = [rng.standard_normal((4, 2)) for _ in range(3)]
     ref, ref_plan = F.sparse_mixture(gs.Tensor(x), gs.Tensor(w), idx, _linear_components(map(gs.Tensor, W)))
-    got, plan = F.sparse_mixture(gs.Tensor(xp.asarray(x)), gs.Tensor(xp.asarray(w)), xp.asarray(idx),
-                                 _linear_components([gs.Tensor(xp.asarray(a)) for a in W]))
+    got, plan = F.sparse_mixture(
+        gs.Tensor(xp.asarray(x)),
+        gs.Tensor(xp.asarray(w)),
+        xp.asarray(idx),
+        _linear_components([gs.Tensor(xp.asarray(a)) for a in W]),
+    )
     np.testing.assert_allclose(gs.to_cpu(got.data), ref.data, rtol=1e-12)
     np.testing.assert_array_equal(plan.counts, ref_plan.counts)

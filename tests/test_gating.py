@@ -4,6 +4,7 @@ Forward vs NumPy oracles written here, float64 gradient checks with random
 cotangents (away from the Top-K kink), the identities of derivations/08 and 09,
 invariants, bad input, backend parity.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import gmsop_np as gs
 import gmsop_np.functional as F
+
 from strategies import arrays, logits_with_margin, topk_weights
 
 
@@ -24,7 +26,7 @@ def topk_softmax_oracle(h, k):
     w = np.zeros_like(h)
     idx = np.zeros((h.shape[0], k), dtype=np.int64)
     for b, row in enumerate(h):
-        order = sorted(range(len(row)), key=lambda i: (-row[i], i))[:k]   # ties: lower index first
+        order = sorted(range(len(row)), key=lambda i: (-row[i], i))[:k]  # ties: lower index first
         e = np.exp(row[order] - row[order].max())
         w[b, order] = e / e.sum()
         idx[b] = order
@@ -41,8 +43,12 @@ def balance_oracle(w, alpha=100.0, ddof=1):
 def gate_problem(draw):
     b, n, d = draw(st.integers(1, 3)), draw(st.integers(2, 4)), draw(st.integers(1, 4))
     shared = draw(st.booleans())
-    return (draw(arrays((b, d))), draw(arrays((n, d))), draw(arrays((n, d))),
-            draw(arrays((b, 1 if shared else n), -2.0, 2.0)))
+    return (
+        draw(arrays((b, d))),
+        draw(arrays((n, d))),
+        draw(arrays((n, d))),
+        draw(arrays((b, 1 if shared else n), -2.0, 2.0)),
+    )
 
 
 @given(problem=gate_problem())
@@ -58,7 +64,7 @@ def test_noisy_logits_vjp_matches_eq3(rng):
     gamma, Hbar = rng.standard_normal((3, 1)), rng.standard_normal((3, 4))
     ts = [gs.Tensor(a, requires_grad=True) for a in (u, Wg, Wn)]
     F.noisy_gate_logits(*ts, noise=gamma).backward(Hbar)
-    Zbar = Hbar * gamma / (1 + np.exp(-(u @ Wn.T)))        # eq. (3): Hbar * Gamma * sigma(Z)
+    Zbar = Hbar * gamma / (1 + np.exp(-(u @ Wn.T)))  # eq. (3): Hbar * Gamma * sigma(Z)
     np.testing.assert_allclose(ts[0].grad.data, Hbar @ Wg + Zbar @ Wn, rtol=1e-12)
     np.testing.assert_allclose(ts[1].grad.data, Hbar.T @ u, rtol=1e-12)
     np.testing.assert_allclose(ts[2].grad.data, Zbar.T @ u, rtol=1e-12)
@@ -72,8 +78,9 @@ def test_noisy_logits_without_noise_are_clean_and_ignore_Wn(rng):
 
 def test_noisy_logits_softplus_is_stable_for_huge_inputs():
     u = np.array([[1000.0], [-1000.0]])
-    H = F.noisy_gate_logits(gs.Tensor(u), gs.Tensor(np.zeros((2, 1))), gs.Tensor(np.ones((2, 1))),
-                            noise=np.ones((2, 1)))
+    H = F.noisy_gate_logits(
+        gs.Tensor(u), gs.Tensor(np.zeros((2, 1))), gs.Tensor(np.ones((2, 1))), noise=np.ones((2, 1))
+    )
     np.testing.assert_allclose(H.data, [[1000.0, 1000.0], [0.0, 0.0]], atol=1e-300)
 
 
@@ -122,9 +129,9 @@ def test_unselected_logits_get_exactly_zero_gradient_eq7(problem):
     w.backward(gw)
     selected = np.zeros(h.shape, dtype=bool)
     selected[np.arange(h.shape[0])[:, None], idx.data] = True
-    assert np.all(w.data[~selected] == 0.0)                       # exactly zero weights
-    assert np.all(t.grad.data[~selected] == 0.0)                  # exactly zero gradient
-    wd = w.data                                                    # and eq. (7) on the selected ones
+    assert np.all(w.data[~selected] == 0.0)  # exactly zero weights
+    assert np.all(t.grad.data[~selected] == 0.0)  # exactly zero gradient
+    wd = w.data  # and eq. (7) on the selected ones
     np.testing.assert_allclose(t.grad.data, wd * (gw - (wd * gw).sum(1, keepdims=True)), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(t.grad.data.sum(axis=1), 0.0, atol=1e-12)  # shift invariance
 
@@ -159,7 +166,7 @@ def test_topk_softmax_second_order_gradient():
     """The VJP is written in differentiable ops: the gradient of <v, dw/dh^T gw> matches
     central differences of the first gradient along a random direction."""
     rng = np.random.default_rng(1)
-    h = np.array([[0.3, -1.2, 2.0, 0.9], [1.5, 0.1, -0.4, 0.7]])   # margin 0.4 around rank 3
+    h = np.array([[0.3, -1.2, 2.0, 0.9], [1.5, 0.1, -0.4, 0.7]])  # margin 0.4 around rank 3
     gw, v, d = (rng.standard_normal(h.shape) for _ in range(3))
 
     def first_grad(hh, create_graph=False):
@@ -170,7 +177,7 @@ def test_topk_softmax_second_order_gradient():
 
     t, g = first_grad(h, create_graph=True)
     F.sum(g * gs.Tensor(v)).backward()
-    analytic = np.vdot(t.grad.data - g.data, d)   # t.grad now holds g + d<v, g>/dh
+    analytic = np.vdot(t.grad.data - g.data, d)  # t.grad now holds g + d<v, g>/dh
     eps = 1e-6
     numeric = (np.vdot(v, first_grad(h + eps * d)[1].data) - np.vdot(v, first_grad(h - eps * d)[1].data)) / (2 * eps)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
@@ -212,10 +219,13 @@ def test_balance_loss_forward_and_backward_eq3(problem, ddof, alpha):
     gs.check_backward(lambda t: F.balance_loss(t, alpha=alpha, ddof=ddof), [w])
 
 
-@given(w=st.tuples(st.integers(1, 4), st.integers(2, 5)).flatmap(lambda s: arrays(s, 0.1, 2.0)),
-       ddof=st.sampled_from([0, 1]))
+@given(
+    w=st.tuples(st.integers(1, 4), st.integers(2, 5)).flatmap(lambda s: arrays(s, 0.1, 2.0)),
+    ddof=st.sampled_from([0, 1]),
+)
 def test_balance_loss_gradient_eq4_matches_the_composed_loss(w, ddof):
     """Rows need not sum to 1: the mu-term of eq. (4) matters, compare with the engine's own ops."""
+
     def composed(t):
         v = F.sum(t, axis=0)
         mu = F.mean(v)
@@ -225,7 +235,7 @@ def test_balance_loss_gradient_eq4_matches_the_composed_loss(w, ddof):
     F.balance_loss(t1, ddof=ddof).backward()
     composed(t2).backward()
     np.testing.assert_allclose(t1.grad.data, t2.grad.data, rtol=1e-10, atol=1e-12)
-    v, n = w.sum(0), w.shape[1]                                       # eq. (4) by hand
+    v, n = w.sum(0), w.shape[1]  # eq. (4) by hand
     mu, S = v.mean(), ((v - v.mean()) ** 2).sum() / (n - ddof)
     gv = 200.0 / mu**2 * ((v - mu) / (n - ddof) - S / (n * mu))
     np.testing.assert_allclose(t1.grad.data, np.broadcast_to(gv, w.shape), rtol=1e-10, atol=1e-12)  # eq. (6)
@@ -254,10 +264,12 @@ def test_balance_loss_zero_when_balanced_eq7(n, k):
 def test_balance_loss_total_collapse_eq8(n, k, b):
     w = np.zeros((b, n))
     w[:, :k] = 1.0 / k
-    np.testing.assert_allclose(F.balance_loss(gs.Tensor(w), alpha=100.0, ddof=1).item(),
-                               100.0 * (n / k - 1) * n / (n - 1), rtol=1e-12)
-    np.testing.assert_allclose(F.balance_loss(gs.Tensor(w), alpha=100.0, ddof=0).item(),
-                               100.0 * (n / k - 1), rtol=1e-12)
+    np.testing.assert_allclose(
+        F.balance_loss(gs.Tensor(w), alpha=100.0, ddof=1).item(), 100.0 * (n / k - 1) * n / (n - 1), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        F.balance_loss(gs.Tensor(w), alpha=100.0, ddof=0).item(), 100.0 * (n / k - 1), rtol=1e-12
+    )
 
 
 def test_balance_gradient_through_topk_pushes_overused_components_down():
@@ -298,8 +310,7 @@ def test_backend_parity(xp, rng):
     u, Wg, Wn = rng.standard_normal((4, 6)), rng.standard_normal((5, 6)), rng.standard_normal((5, 6))
     gamma = F.draw_gate_noise(np.random.default_rng(0), 4, 5)
     ref_w, ref_i = topk_softmax_oracle(u @ Wg.T + gamma * softplus_oracle(u @ Wn.T), 3)
-    H = F.noisy_gate_logits(gs.Tensor(xp.asarray(u)), gs.Tensor(xp.asarray(Wg)), gs.Tensor(xp.asarray(Wn)),
-                            noise=gamma)
+    H = F.noisy_gate_logits(gs.Tensor(xp.asarray(u)), gs.Tensor(xp.asarray(Wg)), gs.Tensor(xp.asarray(Wn)), noise=gamma)
     w, idx = F.topk_softmax(H, 3)
     L = F.balance_loss(w)
     np.testing.assert_allclose(gs.to_cpu(w.data), ref_w, rtol=1e-10)
@@ -312,7 +323,7 @@ def test_tie_break_priorities_reorder_only_exactly_equal_logits():
     logits = np.array([[1.0, 3.0, 1.0, 1.0, 2.0]])
     _, lowest = F.topk_softmax(logits, 3)
     assert lowest.data.tolist() == [[1, 4, 0]], "default: the lower index wins a tie"
-    priorities = np.array([[0.9, 0.5, 0.1, 0.7, 0.3]])     # among the tied 0, 2, 3: 2 first
+    priorities = np.array([[0.9, 0.5, 0.1, 0.7, 0.3]])  # among the tied 0, 2, 3: 2 first
     weights, chosen = F.topk_softmax(logits, 3, tie_break=priorities)
     assert chosen.data.tolist() == [[1, 4, 2]]
     expected = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()

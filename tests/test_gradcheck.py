@@ -1,5 +1,6 @@
 """The gradient-check harness must catch wrong gradients -- including the one a
 sum-of-outputs check cannot see."""
+
 import numpy as np
 import pytest
 
@@ -30,8 +31,9 @@ def test_harness_rejects_zero_backward_softmax_that_a_sum_check_accepts(rng):
     # so both the true gradient and the broken one are zero.
     t = gs.Tensor(x, requires_grad=True)
     F.sum(ZeroBackwardSoftmax()(t)).backward()
-    naive_numeric = gs.numerical_vjp(lambda s: ZeroBackwardSoftmax()(s), [t], 0, [np.ones((3, 5))],
-                                     rng.standard_normal((3, 5)), 1e-6)
+    naive_numeric = gs.numerical_vjp(
+        lambda s: ZeroBackwardSoftmax()(s), [t], 0, [np.ones((3, 5))], rng.standard_normal((3, 5)), 1e-6
+    )
     assert abs(naive_numeric) < 1e-8 and np.all(t.grad.data == 0), "sum-check passes the broken op"
     # Our harness uses a random cotangent and catches it, in both modes.
     with pytest.raises(gs.GradientCheckError, match="worst at input 0"):

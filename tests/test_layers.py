@@ -1,10 +1,10 @@
 """Layers: initialisation, seeding, forward vs oracles written here, train/eval behaviour."""
+
 import numpy as np
 import pytest
 
 import gmsop_np as gs
-from gmsop_np.nn import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear, ReLU,
-                         Sequential)
+from gmsop_np.nn import BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear, ReLU, Sequential
 
 
 def _t(a):
@@ -14,13 +14,13 @@ def _t(a):
 def _conv_oracle(x, W, stride, padding):
     """Direct cross-correlation with loops over kernel offsets (small sizes only)."""
     B, C, H, Wd = x.shape
-    O, _, kh, kw = W.shape
+    C_out, _, kh, kw = W.shape
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     Ho, Wo = (H + 2 * padding - kh) // stride + 1, (Wd + 2 * padding - kw) // stride + 1
-    y = np.zeros((B, O, Ho, Wo))
+    y = np.zeros((B, C_out, Ho, Wo))
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride]   # (B, C, Ho, Wo)
+            patch = xp[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride]  # (B, C, Ho, Wo)
             y += np.einsum("bchw,oc->bohw", patch, W[:, :, i, j])
     return y
 
@@ -29,7 +29,7 @@ def test_conv2d_he_fan_out_init_and_dtype():
     conv = Conv2d(64, 128, 3, rng=np.random.default_rng(0))
     W = conv.W.data
     assert W.shape == (128, 64, 3, 3) and W.dtype == np.float32 and conv.b is None
-    assert abs(W.std() / np.sqrt(2.0 / (128 * 9)) - 1) < 0.02      # fan-out, not fan-in (ratio 2)
+    assert abs(W.std() / np.sqrt(2.0 / (128 * 9)) - 1) < 0.02  # fan-out, not fan-in (ratio 2)
     assert abs(W.mean()) < 3 * W.std() / np.sqrt(W.size)
     assert [n for n, _ in conv.named_parameters()] == ["W"]
     with_bias = Conv2d(2, 3, 1, bias=True, rng=np.random.default_rng(0))
@@ -94,9 +94,9 @@ def test_batchnorm2d_train_updates_running_stats_and_eval_uses_them(rng):
     bn.eval()
     np.testing.assert_allclose(bn(_t(z)).data, eval_oracle(z), rtol=1e-5, atol=1e-5)
     bn.train()
-    with gs.eval_mode():                        # the global switch alone also selects running stats
+    with gs.eval_mode():  # the global switch alone also selects running stats
         np.testing.assert_allclose(bn(_t(z)).data, eval_oracle(z), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(bn.running_mean, stats)   # evaluation does not update them
+    np.testing.assert_array_equal(bn.running_mean, stats)  # evaluation does not update them
     assert set(bn.state_dict()) == {"gamma", "beta", "running_mean", "running_var"}
 
 
@@ -113,10 +113,10 @@ def test_dropout_train_eval_and_seeding(rng):
     x = _t(np.ones((200, 50), np.float32))
     d1, d2 = Dropout(0.2, rng=np.random.default_rng(3)), Dropout(0.2, rng=np.random.default_rng(3))
     y1, y2 = d1(x).data, d2(x).data
-    np.testing.assert_array_equal(y1, y2)                    # same seed, same mask
+    np.testing.assert_array_equal(y1, y2)  # same seed, same mask
     assert set(np.unique(y1)) == {0.0, np.float32(1 / 0.8)}  # inverted dropout scaling
     assert abs((y1 == 0).mean() - 0.2) < 0.02
-    assert not np.array_equal(d1(x).data, y1)                # the next call draws a new mask
+    assert not np.array_equal(d1(x).data, y1)  # the next call draws a new mask
     d1.eval()
     assert d1(x) is x or np.array_equal(d1(x).data, x.data)
     d1.train()
@@ -143,6 +143,8 @@ def test_parameters_live_on_the_default_backend(xp):
 
 
 def test_layer_repr_shows_hyper_parameters():
-    assert repr(Conv2d(3, 16, 3, stride=2, padding=1)) == \
-        "Conv2d(3, 16, kernel_size=(3, 3), stride=2, padding=1, bias=False)"
+    assert (
+        repr(Conv2d(3, 16, 3, stride=2, padding=1))
+        == "Conv2d(3, 16, kernel_size=(3, 3), stride=2, padding=1, bias=False)"
+    )
     assert "p=0.2" in repr(Dropout(0.2))

@@ -1,6 +1,7 @@
 """softmax_cross_entropy and topk_error: forward vs SciPy, gradient check and the
 closed-form gradient, label validation, stability, backend parity.
 Equations: derivations/04_softmax_cross_entropy.md, eqs. (13)-(14)."""
+
 import pathlib
 
 import numpy as np
@@ -8,12 +9,13 @@ import pytest
 import scipy.special
 from hypothesis import given
 from hypothesis import strategies as st
+from test_conv import cited_equations
 
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.functions import loss as loss_module
+
 from strategies import arrays
-from test_conv import cited_equations
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,8 +34,9 @@ def test_cross_entropy_forward_eq13(problem):
     log_p = logits - scipy.special.logsumexp(logits, axis=1, keepdims=True)
     expected = -log_p[np.arange(len(labels)), labels].mean()
     np.testing.assert_allclose(F.softmax_cross_entropy(logits, labels).data, expected, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(F.softmax_cross_entropy(logits, labels, reduction="sum").data,
-                               expected * len(labels), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        F.softmax_cross_entropy(logits, labels, reduction="sum").data, expected * len(labels), rtol=1e-12, atol=1e-14
+    )
 
 
 @given(problem=logits_and_labels(), reduction=st.sampled_from(["mean", "sum"]))
@@ -56,7 +59,7 @@ def test_cross_entropy_is_stable_and_keeps_float32():
         loss = F.softmax_cross_entropy(z, np.array([1, 1]))
         loss.backward()
     assert loss.dtype == z.grad.dtype == np.float32
-    np.testing.assert_allclose(loss.item(), 1000.0, rtol=1e-6)      # (2000 + 0) / 2
+    np.testing.assert_allclose(loss.item(), 1000.0, rtol=1e-6)  # (2000 + 0) / 2
     np.testing.assert_allclose(z.grad.data, [[0.5, -0.5], [0.0, 0.0]], atol=1e-6)
 
 
@@ -67,12 +70,15 @@ def test_cross_entropy_accepts_label_lists_and_tensors():
     assert a == b
 
 
-@pytest.mark.parametrize("labels, error, match", [
-    (np.array([0, 3]), ValueError, "label 3 is out of range for 3 classes"),
-    (np.array([-1, 0]), ValueError, "label -1 is out of range"),
-    (np.array([0.0, 1.0]), TypeError, "integers"),
-    (np.array([0, 1, 2]), ValueError, r"shape \(2,\)"),
-])
+@pytest.mark.parametrize(
+    "labels, error, match",
+    [
+        (np.array([0, 3]), ValueError, "label 3 is out of range for 3 classes"),
+        (np.array([-1, 0]), ValueError, "label -1 is out of range"),
+        (np.array([0.0, 1.0]), TypeError, "integers"),
+        (np.array([0, 1, 2]), ValueError, r"shape \(2,\)"),
+    ],
+)
 def test_cross_entropy_label_validation(labels, error, match):
     with pytest.raises(error, match=match):
         F.softmax_cross_entropy(np.zeros((2, 3)), labels)
@@ -87,12 +93,14 @@ def test_cross_entropy_argument_errors():
 
 # ----- top-k error ---------------------------------------------------------------------------------
 def test_topk_error_hand_made_example():
-    logits = np.array([
-        [0.1, 0.9, 0.3, 0.2],   # label 1 is the top-1            -> correct at k = 1
-        [0.5, 0.4, 0.3, 0.2],   # label 2 is third                 -> wrong at k = 1, 2; right at k = 3
-        [0.0, 0.1, 0.2, 0.3],   # label 0 is last                  -> wrong for k <= 3
-        [0.7, 0.7, 0.1, 0.0],   # tie with a lower index: rank 1   -> wrong at k = 1, right at k = 2
-    ])
+    logits = np.array(
+        [
+            [0.1, 0.9, 0.3, 0.2],  # label 1 is the top-1            -> correct at k = 1
+            [0.5, 0.4, 0.3, 0.2],  # label 2 is third                 -> wrong at k = 1, 2; right at k = 3
+            [0.0, 0.1, 0.2, 0.3],  # label 0 is last                  -> wrong for k <= 3
+            [0.7, 0.7, 0.1, 0.0],  # tie with a lower index: rank 1   -> wrong at k = 1, right at k = 2
+        ]
+    )
     labels = np.array([1, 2, 0, 1])
     assert F.topk_error(logits, labels, k=1) == 0.75
     assert F.topk_error(logits, labels, k=2) == 0.5

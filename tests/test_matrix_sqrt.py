@@ -6,6 +6,7 @@ finite differences (non-symmetric cotangents and perturbations), the same
 Newton–Schulz iteration unrolled from the library's differentiable ops and
 differentiated by the engine, and convergence to the exact gradient.
 """
+
 import pathlib
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_p_n_closed_forms_for_one_and_two_steps():
     y1 = a * (3 - a) / 2
     z1 = (3 - a) / 2
     np.testing.assert_allclose(p_n(a, 2), 0.5 * y1 * (3 - z1 * y1))
-    assert np.all(np.abs(p_n(a[1:], 30) - np.sqrt(a[1:])) < 1e-12)     # p_N(a) -> √a on (0, 1]
+    assert np.all(np.abs(p_n(a[1:], 30) - np.sqrt(a[1:])) < 1e-12)  # p_N(a) -> √a on (0, 1]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 10])
@@ -132,7 +133,7 @@ def test_ns_error_table_d128_relu_features():
 def test_ns_batched_equals_one_by_one(rng):
     sigma = relu_feature_covariances(rng, batch=3, d=7, length=5)
     together = F.sqrtm_newton_schulz(sigma, 4).data
-    alone = np.concatenate([F.sqrtm_newton_schulz(sigma[i:i + 1], 4).data for i in range(3)])
+    alone = np.concatenate([F.sqrtm_newton_schulz(sigma[i : i + 1], 4).data for i in range(3)])
     np.testing.assert_allclose(together, alone, rtol=1e-13, atol=1e-15)
 
 
@@ -145,8 +146,7 @@ def test_ns_keeps_float32_and_does_not_mutate(rng):
     c.backward(g)
     assert c.dtype == np.float32 and t.grad.dtype == np.float32
     np.testing.assert_array_equal(sigma, before)
-    np.testing.assert_allclose(c.data, F.sqrtm_newton_schulz(sigma.astype(np.float64), 5).data, rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(c.data, F.sqrtm_newton_schulz(sigma.astype(np.float64), 5).data, rtol=1e-4, atol=1e-5)
 
 
 # ===== Newton–Schulz: backward ==========================================================================
@@ -165,11 +165,16 @@ def test_ns_backward_finite_differences_rank_deficient_covariance(n, sigma):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
 def test_ns_backward_agrees_with_autodiff_of_the_unrolled_iteration(n, rng):
-    sigma = np.concatenate([relu_feature_covariances(rng, 2, 8, 5), S.covariance_of_features(
-        rng.standard_normal((1, 8, 12)))])
-    g = rng.standard_normal(sigma.shape)                        # non-symmetric cotangent
-    np.testing.assert_allclose(F.sqrtm_newton_schulz(sigma, n, eps=0.0).data,
-                               F.sqrtm_newton_schulz_unrolled(sigma, n, eps=0.0).data, rtol=1e-12, atol=1e-14)
+    sigma = np.concatenate(
+        [relu_feature_covariances(rng, 2, 8, 5), S.covariance_of_features(rng.standard_normal((1, 8, 12)))]
+    )
+    g = rng.standard_normal(sigma.shape)  # non-symmetric cotangent
+    np.testing.assert_allclose(
+        F.sqrtm_newton_schulz(sigma, n, eps=0.0).data,
+        F.sqrtm_newton_schulz_unrolled(sigma, n, eps=0.0).data,
+        rtol=1e-12,
+        atol=1e-14,
+    )
     hand = grad_of(ns(n), sigma, g)
     engine = grad_of(lambda a: F.sqrtm_newton_schulz_unrolled(a, n, eps=0.0), sigma, g)
     np.testing.assert_allclose(hand, engine, rtol=1e-10, atol=1e-10 * np.abs(engine).max())
@@ -177,7 +182,7 @@ def test_ns_backward_agrees_with_autodiff_of_the_unrolled_iteration(n, rng):
 
 @given(S.spd_batches(dim=(2, 6), max_condition=20.0), st.integers(0, 2**31 - 1))
 def test_ns_gradient_converges_to_the_exact_gradient(sigma, seed):
-    g = np.random.default_rng(seed).standard_normal(sigma.shape)      # non-symmetric
+    g = np.random.default_rng(seed).standard_normal(sigma.shape)  # non-symmetric
     g_ns = grad_of(ns(30), sigma, g)
     exact = sqrt_frechet_adjoint(sigma, g)
     scale = np.abs(exact).max()
@@ -197,9 +202,9 @@ class TransposedTraceStep(NewtonSchulzSqrt):
 def test_transposed_trace_step_trap_fails_the_non_symmetric_check_eq16(rng):
     sigma = relu_feature_covariances(rng, batch=2, d=4, length=6)
     correct = ns(3)
-    trap = lambda a: TransposedTraceStep(3, 0.0)(a)       # noqa: E731
+    trap = lambda a: TransposedTraceStep(3, 0.0)(a)  # noqa: E731
     g = rng.standard_normal(sigma.shape)
-    assert np.abs(g - np.swapaxes(g, 1, 2)).max() > 0.1         # the cotangent is non-symmetric
+    assert np.abs(g - np.swapaxes(g, 1, 2)).max() > 0.1  # the cotangent is non-symmetric
     g_correct, g_trap = grad_of(correct, sigma, g), grad_of(trap, sigma, g)
     assert np.abs(g_correct - g_trap).max() > 1e-3 * np.abs(g_correct).max()
     # Finite differences (non-symmetric perturbations) side with the un-transposed form ...
@@ -230,7 +235,7 @@ def test_zero_trace_gives_zeros_not_nan_forward_and_backward(n, rng):
     sigma = np.zeros((3, 4, 4))
     sigma[1] = relu_feature_covariances(rng, 1, 4, 6)[0]
     t = gs.Tensor(sigma, requires_grad=True)
-    c = F.sqrtm_newton_schulz(t, n)                           # default eps > 0
+    c = F.sqrtm_newton_schulz(t, n)  # default eps > 0
     c.backward(rng.standard_normal(c.shape))
     assert np.all(c.data[[0, 2]] == 0) and np.all(np.isfinite(c.data))
     assert np.all(np.isfinite(t.grad.data))
@@ -248,23 +253,31 @@ def _with(value, where):
 
 
 @pytest.mark.parametrize("fn", [ns(3, eps=1e-8), F.sqrtm_eig], ids=["ns", "eig"])
-@pytest.mark.parametrize("bad, error, match", [
-    (np.eye(3), ValueError, r"\(B, d, d\)"),                               # not batched
-    (np.ones((2, 3, 4)), ValueError, r"\(B, d, d\)"),                      # not square
-    (np.ones((2, 3, 3), dtype=np.int64), TypeError, "floating-point"),
-    (_with(np.nan, (1, 0, 2)), ValueError, "NaN or Inf"),
-    (_with(np.inf, (0, 1, 1)), ValueError, "NaN or Inf"),
-    (-np.tile(np.eye(3), (2, 1, 1)), ValueError, "negative trace"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (np.eye(3), ValueError, r"\(B, d, d\)"),  # not batched
+        (np.ones((2, 3, 4)), ValueError, r"\(B, d, d\)"),  # not square
+        (np.ones((2, 3, 3), dtype=np.int64), TypeError, "floating-point"),
+        (_with(np.nan, (1, 0, 2)), ValueError, "NaN or Inf"),
+        (_with(np.inf, (0, 1, 1)), ValueError, "NaN or Inf"),
+        (-np.tile(np.eye(3), (2, 1, 1)), ValueError, "negative trace"),
+    ],
+)
 def test_bad_input_is_rejected_with_a_clear_message(fn, bad, error, match):
     with pytest.raises(error, match=match):
         fn(bad)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(num_iters=0), "num_iters"), (dict(num_iters=2.0), "num_iters"),
-    (dict(num_iters=3, eps=-1.0), "eps"), (dict(num_iters=3, eps=0.0), "zero trace"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_iters=0), "num_iters"),
+        (dict(num_iters=2.0), "num_iters"),
+        (dict(num_iters=3, eps=-1.0), "eps"),
+        (dict(num_iters=3, eps=0.0), "zero trace"),
+    ],
+)
 def test_bad_ns_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         F.sqrtm_newton_schulz(np.zeros((1, 2, 2)), **kwargs)
@@ -275,8 +288,7 @@ def test_bad_ns_arguments(kwargs, match):
 def test_eig_forward_matches_scipy_eq3(sigma):
     c = F.sqrtm_eig(sigma).data
     for i in range(len(sigma)):
-        np.testing.assert_allclose(c[i], scipy.linalg.sqrtm(sigma[i]).real, rtol=1e-9,
-                                   atol=1e-11 * np.abs(c[i]).max())
+        np.testing.assert_allclose(c[i], scipy.linalg.sqrtm(sigma[i]).real, rtol=1e-9, atol=1e-11 * np.abs(c[i]).max())
 
 
 @given(S.spd_batches(batch=(1, 2), dim=(1, 5)))
@@ -293,13 +305,13 @@ def test_eig_backward_finite_differences_full_rank_covariance(sigma):
 
 def test_eig_backward_with_repeated_eigenvalues_uses_the_limit_eq8(rng):
     q, _ = np.linalg.qr(rng.standard_normal((2, 4, 4)))
-    sigma = (q * np.array([2.0, 2.0, 2.0, 5.0])) @ np.swapaxes(q, 1, 2)     # a triple eigenvalue
+    sigma = (q * np.array([2.0, 2.0, 2.0, 5.0])) @ np.swapaxes(q, 1, 2)  # a triple eigenvalue
     g = rng.standard_normal(sigma.shape)
     got = grad_of(F.sqrtm_eig, sigma, g)
     assert np.all(np.isfinite(got))
     exact = sqrt_frechet_adjoint(sigma, 0.5 * (g + np.swapaxes(g, 1, 2)))
     np.testing.assert_allclose(got, exact, atol=1e-12 * np.abs(exact).max())
-    gs.check_backward(F.sqrtm_eig, [sigma], mode="elementwise")   # √ is smooth there (PD)
+    gs.check_backward(F.sqrtm_eig, [sigma], mode="elementwise")  # √ is smooth there (PD)
 
 
 def test_eig_clamps_tiny_negative_eigenvalues_eq2(rng):
@@ -308,7 +320,7 @@ def test_eig_clamps_tiny_negative_eigenvalues_eq2(rng):
     sigma = (q * lam) @ np.swapaxes(q, 1, 2)
     c = F.sqrtm_eig(sigma).data
     expected = (q * np.sqrt(np.maximum(lam, 0))) @ np.swapaxes(q, 1, 2)
-    np.testing.assert_allclose(c, expected, atol=1e-7)          # √(1e-14) = 1e-7 is the scale of the change
+    np.testing.assert_allclose(c, expected, atol=1e-7)  # √(1e-14) = 1e-7 is the scale of the change
     # rank-deficient covariances: finite gradient, zero where both eigenvalues are 0 (eq. (9))
     cov = relu_feature_covariances(rng, 2, 6, 3)
     assert np.all(np.isfinite(grad_of(F.sqrtm_eig, cov, rng.standard_normal(cov.shape))))
@@ -347,7 +359,8 @@ def test_unrolled_ns_supports_second_order_gradients(rng):
     sigma = S.covariance_of_features(rng.standard_normal((1, 4, 9)))
     g, v = rng.standard_normal(sigma.shape), rng.standard_normal(sigma.shape)
     hvp, numeric = hessian_vector_products(
-        lambda a: F.sum(F.sqrtm_newton_schulz_unrolled(a, 3, eps=0.0) * gs.Tensor(g)), sigma, v)
+        lambda a: F.sum(F.sqrtm_newton_schulz_unrolled(a, 3, eps=0.0) * gs.Tensor(g)), sigma, v
+    )
     np.testing.assert_allclose(hvp, numeric, rtol=1e-6, atol=1e-8 * np.abs(numeric).max())
     with pytest.raises(RuntimeError, match="not differentiable"):
         F.sum(F.sqrtm_newton_schulz(gs.Tensor(sigma, requires_grad=True), 3)).backward(create_graph=True)

@@ -8,6 +8,7 @@
 * usage statistics, train/eval behaviour, noise modes, gate init;
 * bad input; parameter counts of the paper's models (SPEC §3, Table 3).
 """
+
 import numpy as np
 import pytest
 
@@ -35,7 +36,7 @@ def tiny_gmsop(seed=0, noise="shared"):
     """GM-SOP with C=4, N=4, K=2, hidden 5, out 3 (representation 6), float64, random gate."""
     m = to_float64(mx.GMSOP(4, 4, 2, hidden=5, out=3, num_iters=3, noise=noise, rng=seed))
     rng = np.random.default_rng(seed + 100)
-    m.W_g.data = rng.standard_normal(m.W_g.shape)   # random gate: logits away from ties
+    m.W_g.data = rng.standard_normal(m.W_g.shape)  # random gate: logits away from ties
     m.W_n.data = rng.standard_normal(m.W_n.shape)
     return m
 
@@ -89,7 +90,7 @@ def test_tiny_gmsop_parameter_gradients(rng, noise):
     gamma = rng.standard_normal((5, 1 if noise == "shared" else 4))
     assert logit_margin(m, x.data, gamma) > 1e-3
     check_parameter_grads(lambda: m(x, noise=gamma), m)
-    assert float(np.abs(m.W_n.grad.data).sum()) > 0     # the noise weights learn (Eq. 2)
+    assert float(np.abs(m.W_n.grad.data).sum()) > 0  # the noise weights learn (Eq. 2)
 
     def balance():
         m(x, noise=gamma)
@@ -113,13 +114,13 @@ def test_sparse_equals_dense_eq8(rng):
     y_sparse = m(xs, noise=gamma)
     y_sparse.backward(u)
     g_sparse = grads()
-    assert m.usage_counts.sum() == 6 * 2 and (m.usage_counts < 6).any()   # really sparse
+    assert m.usage_counts.sum() == 6 * 2 and (m.usage_counts < 6).any()  # really sparse
 
     xd = gs.Tensor(x, requires_grad=True)
     m.zero_grad()
     w, _, _ = m.gate(xd, gamma)
     y_dense = None
-    for i, comp in enumerate(m.components):                               # every component, every sample
+    for i, comp in enumerate(m.components):  # every component, every sample
         term = F.reshape(w[:, i], (6, 1)) * m.tail(comp(xd))
         y_dense = term if y_dense is None else y_dense + term
     y_dense.backward(u)
@@ -142,11 +143,11 @@ def _train_usage(alpha, steps=100, batch=32, seed=0, n=8, k=4):
         labels = rng.integers(0, 2, batch)
         x = gs.Tensor((means[labels] + rng.standard_normal((batch, 8, 2, 2))).astype(np.float32))
         logits = head(x)
-        loss = F.softmax_cross_entropy(logits, labels) + head.balance_loss / batch   # CE_mean + L_B / B
+        loss = F.softmax_cross_entropy(logits, labels) + head.balance_loss / batch  # CE_mean + L_B / B
         head.zero_grad()
         loss.backward()
         for p in head.parameters():
-            if p.grad is not None:                     # unselected components get no gradient
+            if p.grad is not None:  # unselected components get no gradient
                 p.data -= np.float32(0.1) * p.grad.data
     return head.usage_counts.copy()
 
@@ -161,8 +162,10 @@ def test_balance_loss_spreads_usage_fig2():
         assert counts.sum() == 10 * 32 * 4
         cv[alpha] = counts.std() / counts.mean()
         top_k_share[alpha] = np.sort(counts)[-4:].sum() / counts.sum()
-        print(f"alpha={alpha:5.0f}: usage over the last 10 steps {counts.tolist()}, CV {cv[alpha]:.2f}, "
-              f"top-4 share {top_k_share[alpha]:.2f}")
+        print(
+            f"alpha={alpha:5.0f}: usage over the last 10 steps {counts.tolist()}, CV {cv[alpha]:.2f}, "
+            f"top-4 share {top_k_share[alpha]:.2f}"
+        )
     # (a total collapse of N = 8, K = 4 has CV = sqrt(8/4 - 1) = 1 and top-4 share 1; uniform: 0 and 0.5)
     assert cv[0.0] > 0.4 and top_k_share[0.0] > 0.8
     assert cv[100.0] < 0.15 and top_k_share[100.0] < 0.6
@@ -180,9 +183,9 @@ def test_usage_counts_train_only_and_reset(rng):
     m.eval()
     before = m.usage_counts.copy()
     y1, y2 = m(x), m(x)
-    np.testing.assert_array_equal(m.usage_counts, before)       # eval forwards are not counted
+    np.testing.assert_array_equal(m.usage_counts, before)  # eval forwards are not counted
     assert m.balance_loss is None
-    np.testing.assert_array_equal(y1.data, y2.data)              # no noise in evaluation
+    np.testing.assert_array_equal(y1.data, y2.data)  # no noise in evaluation
     m.reset_usage()
     np.testing.assert_array_equal(m.usage_counts, np.zeros(4))
 
@@ -199,12 +202,12 @@ def test_noise_is_drawn_in_training_only_and_reproducible(rng):
 
     a, b = make(), make()
     first = a.gate(x)[2].data
-    np.testing.assert_array_equal(first, b.gate(x)[2].data)      # same seed -> same noise
-    assert not np.allclose(first, a.gate(x)[2].data)              # a fresh draw every forward
+    np.testing.assert_array_equal(first, b.gate(x)[2].data)  # same seed -> same noise
+    assert not np.allclose(first, a.gate(x)[2].data)  # a fresh draw every forward
     with gs.eval_mode():
         clean = a.gate(x)[2].data
         u = a.gate_features(x).data
-    np.testing.assert_allclose(clean, u @ a.W_g.data.T, rtol=1e-5)   # gamma = 0 in evaluation
+    np.testing.assert_allclose(clean, u @ a.W_g.data.T, rtol=1e-5)  # gamma = 0 in evaluation
     assert not np.allclose(first, clean)
 
 
@@ -247,8 +250,12 @@ def test_heads_are_registered_and_follow_the_preset(rng):
     assert paper.mixture.tail.num_iters == 5 and official.mixture.tail.num_iters == 3
     assert HEADS["avesop"].factory(4, 3, preset="paper", rng=0, k=2, ns_iters=7, **kw).mixture.tail.num_iters == 7
     x = gs.Tensor(rng.standard_normal((4, 4, 2, 2)).astype(np.float32))
-    for name, extra in [("gmsop", dict(num_components=4, k=2, **kw)), ("gmgap", dict(num_components=4, k=2)),
-                        ("avesop", dict(k=2, **kw)), ("avegap", dict(k=2))]:
+    for name, extra in [
+        ("gmsop", dict(num_components=4, k=2, **kw)),
+        ("gmgap", dict(num_components=4, k=2)),
+        ("avesop", dict(k=2, **kw)),
+        ("avegap", dict(k=2)),
+    ]:
         head = HEADS[name].factory(4, 3, preset="paper", rng=0, **extra)
         assert head(x).shape == (4, 3)
         assert head.representation_dim == (6 if "sop" in name else 512)
@@ -292,8 +299,13 @@ def test_gate_fed_a_different_batch_is_rejected(rng):
 
 
 # ----- parameter counts (SPEC §3, paper Table 3) -------------------------------------------------------------
-PAPER_COUNTS = [("resnet18", "gmgap", 2.3), ("resnet18", "gmsop", 10.3), ("resnet50", "gmsop", 11.9),
-                ("wrn36_2", "gmgap", 8.7), ("wrn36_2", "gmsop", 15.7)]
+PAPER_COUNTS = [
+    ("resnet18", "gmgap", 2.3),
+    ("resnet18", "gmsop", 10.3),
+    ("resnet50", "gmsop", 11.9),
+    ("wrn36_2", "gmgap", 8.7),
+    ("wrn36_2", "gmsop", 15.7),
+]
 
 
 @pytest.mark.report

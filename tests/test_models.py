@@ -1,4 +1,5 @@
 """The paper's networks: parameter counts (Table 3), shapes, presets, seeding, a tiny training run."""
+
 import numpy as np
 import pytest
 
@@ -10,11 +11,11 @@ from gmsop_np.optim import SGD
 
 # (builder, head, head kwargs, paper's count in millions) -- Table 3 of the paper, 1000 classes
 PAPER_COUNTS = [
-    (resnet18, "gap512", {}, 1.3),             # ResNet-18-512d
-    (resnet50, "gap", {}, 2.4),                # ResNet-50
-    (resnet50, "gap512", {}, 2.8),             # ResNet-50-512d
+    (resnet18, "gap512", {}, 1.3),  # ResNet-18-512d
+    (resnet50, "gap", {}, 2.4),  # ResNet-50
+    (resnet50, "gap512", {}, 2.8),  # ResNet-50-512d
     (resnet50, "gapxd", {"dim": 8256}, 11.6),  # ResNet-50-8256d
-    (wrn36_2, "gap", {}, 6.2),                 # WRN-36-2 (from Chrabaszcz et al.)
+    (wrn36_2, "gap", {}, 6.2),  # WRN-36-2 (from Chrabaszcz et al.)
 ]
 
 
@@ -22,18 +23,19 @@ PAPER_COUNTS = [
 @pytest.mark.parametrize("builder, head, kwargs, paper_millions", PAPER_COUNTS)
 def test_parameter_counts_match_table_3(builder, head, kwargs, paper_millions):
     count = builder(head=head, num_classes=1000, **kwargs).num_parameters()
-    print(f"\n{builder.__name__} head={head} {kwargs}: {count:,} parameters "
-          f"({count / 1e6:.2f}M; paper {paper_millions}M)")
+    print(
+        f"\n{builder.__name__} head={head} {kwargs}: {count:,} parameters ({count / 1e6:.2f}M; paper {paper_millions}M)"
+    )
     assert abs(count / (paper_millions * 1e6) - 1) < 0.05
 
 
 def test_resnet18_gap_count_by_hand():
     """ResNet-18 with GAP: every conv/BN/FC counted by hand (a wrong stage width changes it)."""
-    conv = lambda c_in, c_out, k=3: c_in * c_out * k * k   # noqa: E731
+    conv = lambda c_in, c_out, k=3: c_in * c_out * k * k  # noqa: E731
     stem = conv(3, 16) + 2 * 16
     stage1 = 4 * conv(16, 16) + 4 * 2 * 16
 
-    def stage(c_in, c):   # first block with projection, then one identity block
+    def stage(c_in, c):  # first block with projection, then one identity block
         return conv(c_in, c) + 3 * conv(c, c) + conv(c_in, c, 1) + 5 * 2 * c
 
     fc = 128 * 1000 + 1000
@@ -75,13 +77,14 @@ def probe_head():
     del HEADS[name]
 
 
-@pytest.mark.parametrize("preset, size, side", [("paper", 64, 8), ("official", 64, 16),
-                                                 ("paper", 96, 12), ("official", 96, 24)])
+@pytest.mark.parametrize(
+    "preset, size, side", [("paper", 64, 8), ("official", 64, 16), ("paper", 96, 12), ("official", 96, 24)]
+)
 def test_presets_choose_last_stage_stride_for_second_order_heads(probe_head, preset, size, side, rng):
     tiny = dict(blocks=(1, 1, 1, 1), widths=(2, 2, 2, 3), num_classes=4, input_size=size, preset=preset)
     model = ResNet(head=probe_head, **tiny)
     plain = ResNet(head="gap", **tiny)
-    assert model.feature_map_size == side and plain.feature_map_size == size // 8   # GAP: always stride 2
+    assert model.feature_map_size == side and plain.feature_map_size == size // 8  # GAP: always stride 2
     x = gs.Tensor(rng.standard_normal((2, 3, size, size)).astype(np.float32))
     with gs.no_grad():
         assert model.features(x).shape == (2, 3, side, side)
@@ -90,8 +93,10 @@ def test_presets_choose_last_stage_stride_for_second_order_heads(probe_head, pre
 
 def test_build_model_and_errors():
     assert {"gap", "gap512", "gapxd"} <= set(list_heads())
-    assert build_model("ResNet-18", "gap512", num_classes=10).num_parameters() == \
-        resnet18(head="gap512", num_classes=10).num_parameters()
+    assert (
+        build_model("ResNet-18", "gap512", num_classes=10).num_parameters()
+        == resnet18(head="gap512", num_classes=10).num_parameters()
+    )
     assert build_model("wrn-36-2", num_classes=10).stages[3][0].conv1.out_channels == 256
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("vgg16")
@@ -124,7 +129,7 @@ def test_eval_mode_is_per_sample(rng):
     """In evaluation BN uses running statistics, so a sample's logits do not depend on its batch."""
     model = ResNet((1, 1, 1, 1), (4, 4, 4, 4), num_classes=3, input_size=8, seed=1)
     x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
-    model(gs.Tensor(x))                         # one training step's worth of running statistics
+    model(gs.Tensor(x))  # one training step's worth of running statistics
     model.eval()
     with gs.no_grad():
         full = model(gs.Tensor(x)).data
@@ -160,5 +165,5 @@ def _train_toy(steps=20, seed=0):
 def test_tiny_network_learns_and_is_reproducible():
     losses = _train_toy()
     print(f"\ntoy losses: first {losses[0]:.4f}, last {losses[-1]:.5f}, factor {losses[0] / losses[-1]:.0f}")
-    assert losses[-1] < losses[0] / 20          # falls by more than 20x in 20 steps
-    assert _train_toy() == losses               # same seed: bit-identical losses (NumPy)
+    assert losses[-1] < losses[0] / 20  # falls by more than 20x in 20 steps
+    assert _train_toy() == losses  # same seed: bit-identical losses (NumPy)

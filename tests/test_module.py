@@ -1,4 +1,5 @@
 """Module: registration, state dicts (round trip, strict errors), train/eval, devices."""
+
 import numpy as np
 import pytest
 
@@ -35,8 +36,17 @@ class Net(Module):
 def test_registration_names_and_order(rng):
     net = Net(rng)
     names = [n for n, _ in net.named_parameters()]
-    assert names == ["w", "a.scale", "a.shift", "blocks.0.scale", "blocks.0.shift",
-                     "blocks.1.scale", "blocks.1.shift", "extra.0.scale", "extra.0.shift"]
+    assert names == [
+        "w",
+        "a.scale",
+        "a.shift",
+        "blocks.0.scale",
+        "blocks.0.shift",
+        "blocks.1.scale",
+        "blocks.1.shift",
+        "extra.0.scale",
+        "extra.0.shift",
+    ]
     assert [n for n, _ in net.named_buffers()] == ["a.seen", "blocks.0.seen", "blocks.1.seen", "extra.0.seen"]
     assert net.num_parameters() == 6 + 3 * 2 * 3 + 2 * 2
     assert net.a.note == "plain attribute" and "note" not in net.a._parameters
@@ -48,9 +58,9 @@ def test_reassigning_and_shared_parameters(rng):
     new = gs.Parameter(np.zeros((2, 3), np.float32))
     net.w = new
     assert net.w is new and sum(p is new for p in net.parameters()) == 1
-    net.blocks[1].scale = net.a.scale          # tie two layers: counted once
+    net.blocks[1].scale = net.a.scale  # tie two layers: counted once
     assert sum(p is net.a.scale for p in net.parameters()) == 1
-    net.w = None                                # no longer a parameter
+    net.w = None  # no longer a parameter
     assert "w" not in dict(net.named_parameters())
 
 
@@ -79,7 +89,7 @@ def test_state_dict_is_a_host_copy(rng):
     assert all(isinstance(v, np.ndarray) for v in sd.values())
     assert list(sd) == [n for n, _ in net.named_parameters()] + [n for n, _ in net.named_buffers()]
     before = sd["a.scale"].copy()
-    net.a.scale.data += 1.0                     # training on must not change the saved copy
+    net.a.scale.data += 1.0  # training on must not change the saved copy
     np.testing.assert_array_equal(sd["a.scale"], before)
 
 
@@ -91,7 +101,7 @@ def test_state_dict_round_trip_in_place(rng):
     assert result == LoadResult([], [])
     for (name, a), (_, b) in zip(src.state_dict().items(), dst.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=name)
-    assert dst.a.scale.data is target_array     # written in place, same array object
+    assert dst.a.scale.data is target_array  # written in place, same array object
     x = gs.Tensor(rng.standard_normal(3).astype(np.float32))
     np.testing.assert_array_equal(src(x).data, dst(x).data)
 
@@ -109,7 +119,7 @@ def test_load_state_dict_strict_errors_name_the_keys(rng):
     wrong = dict(sd, **{"a.scale": np.zeros(4, np.float32)})
     with pytest.raises(ValueError, match=r"a\.scale.*\(4,\).*\(3,\)"):
         net.load_state_dict(wrong)
-    with pytest.raises(ValueError, match="a.scale"):       # shape is checked even when not strict
+    with pytest.raises(ValueError, match="a.scale"):  # shape is checked even when not strict
         net.load_state_dict(wrong, strict=False)
 
 
@@ -130,7 +140,7 @@ def test_train_eval_recursive_and_global_switch(rng):
     assert not any(m.training for m in net.modules())
     net.train()
     assert all(m.training_now for m in net.modules())
-    with gs.eval_mode():                         # the global switch also turns training off
+    with gs.eval_mode():  # the global switch also turns training off
         assert not any(m.training_now for m in net.modules())
     net.blocks.eval()
     assert net.training and not net.blocks[0].training and not net.blocks[0].training_now
@@ -153,7 +163,7 @@ def test_to_cpu_keeps_parameter_objects(rng):
 
 
 def test_to_gpu_moves_parameters_and_buffers_in_place(xp, rng):
-    net = Net(rng)                               # host arrays (Affine builds them with NumPy)
+    net = Net(rng)  # host arrays (Affine builds them with NumPy)
     params = net.parameters()
     sd = net.state_dict()
     if xp is np:
@@ -163,7 +173,7 @@ def test_to_gpu_moves_parameters_and_buffers_in_place(xp, rng):
     assert all(a is b for a, b in zip(params, net.parameters()))
     assert all(gs.get_array_module(p) is xp for p in net.parameters())
     assert all(gs.get_array_module(b) is xp for b in net.buffers())
-    sd_after = net.state_dict()                  # always NumPy, whatever the device
+    sd_after = net.state_dict()  # always NumPy, whatever the device
     assert all(isinstance(v, np.ndarray) for v in sd_after.values())
     for k in sd:
         np.testing.assert_array_equal(sd[k], sd_after[k])

@@ -1,18 +1,20 @@
 """batch_norm: forward vs the explicit formulas, gradient checks (training and
 evaluation), running statistics vs a NumPy reference, errors and backend parity.
 Equations: derivations/03_batch_norm.md."""
+
 import pathlib
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_conv import cited_equations
 
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.functions import norm as norm_module
+
 from strategies import arrays, distinct_arrays
-from test_conv import cited_equations
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPS = 1e-5
@@ -68,8 +70,9 @@ def test_bn_eval_forward_and_backward_eq9_eq10(problem, seed):
     r = np.random.default_rng(seed)
     mean, var = r.standard_normal(x.shape[1]), r.uniform(0.5, 2.0, x.shape[1])
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    expected = gamma.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + EPS) \
-        + beta.reshape(shape)
+    expected = gamma.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + EPS) + beta.reshape(
+        shape
+    )
     y = F.batch_norm(x, gamma, beta, mean, var, training=False)
     np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
     gs.check_backward(lambda x, g, b: F.batch_norm(x, g, b, mean, var, training=False), [x, gamma, beta])

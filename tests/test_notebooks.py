@@ -15,6 +15,7 @@ These tests check that
 
 Regenerate a ``.ipynb`` after editing its ``.py``: ``jupytext --sync notebooks/NN_name.py``.
 """
+
 import ast
 import json
 import os
@@ -39,8 +40,7 @@ CI_PARAMETERS = {
     "02_conv_and_resnet": {"INPUT_SIZE": 16},
     "03_covariance_and_matrix_sqrt": {"IMAGE_SIZE": 32, "DIM": 16, "MAX_ITERS": 20, "GRAD_DIM": 4},
     "04_gating_and_balance": {"STEPS": 60, "IMAGE_SIZE": 12},
-    "05_gmsop_end_to_end": {"EPOCHS": 1, "TRAIN_SIZE": 64, "VAL_SIZE": 32, "IMAGE_SIZE": 16,
-                            "EXPECT_LEARNING": False},
+    "05_gmsop_end_to_end": {"EPOCHS": 1, "TRAIN_SIZE": 64, "VAL_SIZE": 32, "IMAGE_SIZE": 16, "EXPECT_LEARNING": False},
     "06_gpu_training": {"TRAIN_SIZE": 64, "VAL_SIZE": 32, "IMAGE_SIZE": 16, "BATCH": 32},
 }
 
@@ -49,8 +49,12 @@ FIGURES = {
     "00_autodiff_engine": ["00_graph.png", "00_reuse_calls.png", "00_softmax_check.png"],
     "01_backends": ["01_matmul_throughput.png"],
     "02_conv_and_resnet": ["02_im2col.png", "02_conv_gradient.png", "02_resnet18_parameters.png"],
-    "03_covariance_and_matrix_sqrt": ["03_covariances.png", "03_ns_convergence.png",
-                                      "03_ns_polynomial.png", "03_backward_check.png"],
+    "03_covariance_and_matrix_sqrt": [
+        "03_covariances.png",
+        "03_ns_convergence.png",
+        "03_ns_polynomial.png",
+        "03_backward_check.png",
+    ],
     "04_gating_and_balance": ["04_topk_weights.png", "04_usage_histograms.png"],
     "05_gmsop_end_to_end": ["05_training_curves.png", "05_component_usage.png"],
     "06_gpu_training": ["06_throughput.png"],
@@ -78,8 +82,7 @@ def _cells(nb):
 def _parameter_cell(nb):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and "parameters" in code[0].metadata.get("tags", ()), (
-        "the first code cell must be the parameter cell, tagged 'parameters' "
-        "(in the .py: '# %% tags=[\"parameters\"]')"
+        "the first code cell must be the parameter cell, tagged 'parameters' (in the .py: '# %% tags=[\"parameters\"]')"
     )
     return code[0]
 
@@ -98,7 +101,7 @@ def _parameters(source: str) -> dict:
 def test_every_notebook_is_listed_here():
     names = {_name(p) for p in SCRIPTS}
     assert names == set(CI_PARAMETERS) == set(FIGURES), (
-        "notebooks/ and the tables in tests/test_notebooks.py disagree: " f"{sorted(names ^ set(FIGURES))}"
+        f"notebooks/ and the tables in tests/test_notebooks.py disagree: {sorted(names ^ set(FIGURES))}"
     )
 
 
@@ -151,11 +154,15 @@ def kernel_manager_factory(tmp_path_factory):
     kernels = tmp_path_factory.mktemp("kernels")
     spec_dir = kernels / "python3"
     spec_dir.mkdir()
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (test)",
-        "language": "python",
-    }))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (test)",
+                "language": "python",
+            }
+        )
+    )
 
     def make():
         specs = KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
@@ -166,8 +173,13 @@ def kernel_manager_factory(tmp_path_factory):
 
 def _kernel_env():
     env = dict(os.environ)
-    env.update(MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env.update(
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYDEVD_DISABLE_FILE_VALIDATION="1",
+    )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 
@@ -185,10 +197,13 @@ def test_notebook_runs_and_writes_its_figures(script, tmp_path, kernel_manager_f
     cell.source = "\n".join(f"{key} = {value!r}" for key, value in values.items())
 
     client = nbclient.NotebookClient(
-        nb, km=kernel_manager_factory(), timeout=300, kernel_name="python3",
+        nb,
+        km=kernel_manager_factory(),
+        timeout=300,
+        kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
-    client.execute(env=_kernel_env())   # raises CellExecutionError (with the traceback) on failure
+    client.execute(env=_kernel_env())  # raises CellExecutionError (with the traceback) on failure
 
     for figure in FIGURES[name]:
         path = tmp_path / figure

@@ -5,6 +5,7 @@ The expected values below are computed by hand from PyTorch's update rule
 and written as literals, so a wrong rule (e.g. decay applied after momentum,
 buf initialised to 0, lr applied inside the buffer) gives different numbers.
 """
+
 import numpy as np
 import pytest
 
@@ -22,8 +23,7 @@ def _set_grad(p, value):
 
 def test_sgd_momentum_weight_decay_and_exclusion_by_hand():
     weight, bias = _param(1.0, (2, 2)), _param(1.0, (2,))
-    opt = SGD([("conv.W", weight), ("bn.beta", bias)], lr=0.1, momentum=0.9, weight_decay=0.1,
-              no_decay=is_bn_or_bias)
+    opt = SGD([("conv.W", weight), ("bn.beta", bias)], lr=0.1, momentum=0.9, weight_decay=0.1, no_decay=is_bn_or_bias)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
     expected_w, expected_b = [0.94, 0.8266], [0.95, 0.855]
     # step 1: W: g = 0.5 + 0.1*1 = 0.6, buf = 0.6, p = 1 - 0.06 = 0.94
@@ -54,7 +54,7 @@ def test_sgd_plain_without_momentum():
     p = _param(2.0, (3,))
     opt = SGD([p], lr=0.5, momentum=0.0, weight_decay=0.5)
     _set_grad(p, 1.0)
-    opt.step()                                   # p = 2 - 0.5 * (1 + 0.5*2) = 1
+    opt.step()  # p = 2 - 0.5 * (1 + 0.5*2) = 1
     np.testing.assert_allclose(p.data, 1.0)
     assert opt.state == {}
 
@@ -67,7 +67,7 @@ def test_sgd_skips_parameters_without_grad_and_does_not_touch_grads():
     opt.step()
     np.testing.assert_array_equal(b.data, 1.0)
     np.testing.assert_array_equal(a.grad.data, grad_before)
-    a.grad.data[...] = 100.0                     # the momentum buffer must not alias the gradient
+    a.grad.data[...] = 100.0  # the momentum buffer must not alias the gradient
     np.testing.assert_allclose(opt.state[id(a)], 0.5)
 
 
@@ -82,13 +82,16 @@ def test_sgd_explicit_groups_and_lr_property():
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.01]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(params=[], lr=0.1), "empty"),
-    (dict(lr=-1.0), "learning rate"),
-    (dict(lr=0.1, momentum=1.5), "momentum"),
-    (dict(lr=0.1, weight_decay=-1.0), "weight_decay"),
-    (dict(lr=0.1, momentum=0.0, nesterov=True), "nesterov"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(params=[], lr=0.1), "empty"),
+        (dict(lr=-1.0), "learning rate"),
+        (dict(lr=0.1, momentum=1.5), "momentum"),
+        (dict(lr=0.1, weight_decay=-1.0), "weight_decay"),
+        (dict(lr=0.1, momentum=0.0, nesterov=True), "nesterov"),
+    ],
+)
 def test_sgd_validates_arguments(kwargs, message):
     kwargs.setdefault("params", [_param(1.0)])
     with pytest.raises(ValueError, match=message):
@@ -116,7 +119,7 @@ def test_sgd_state_dict_round_trip_gives_the_same_next_step(rng):
         opt.step()
     state = opt.state_dict()
     qs = [gs.Parameter(p.data.copy()) for p in ps]
-    opt2 = SGD(qs, lr=0.5, momentum=0.5)             # different hyper-parameters: restored from state
+    opt2 = SGD(qs, lr=0.5, momentum=0.5)  # different hyper-parameters: restored from state
     opt2.load_state_dict(state)
     for params, o in ((ps, opt), (qs, opt2)):
         for p, g in zip(params, grads):
@@ -136,7 +139,7 @@ def test_multistep_lr_paper_schedule():
     for _ in range(62):
         seen.append(opt.lr)
         sched.step()
-    expected = [0.1] * 40 + [0.01] * 10 + [0.001] * 5 + [1e-4] * 5 + [1e-4] * 2   # last rate is kept
+    expected = [0.1] * 40 + [0.01] * 10 + [0.001] * 5 + [1e-4] * 5 + [1e-4] * 2  # last rate is kept
     assert seen == pytest.approx(expected, rel=1e-12)
 
 

@@ -1,17 +1,19 @@
 """avg_pool2d and global_avg_pool: forward vs loops, gradient checks, errors,
 backend parity. Equations: derivations/04_softmax_cross_entropy.md, eqs. (15)-(18)."""
+
 import pathlib
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_conv import cited_equations
 
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.functions import pooling as pooling_module
+
 from strategies import arrays, feature_maps, pool_configs
-from test_conv import cited_equations
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -21,12 +23,12 @@ def avg_pool_oracle(x, kernel, stride, padding):
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     B, C, H, W = x.shape
     x_pad = np.zeros((B, C, H + 2 * ph, W + 2 * pw))
-    x_pad[:, :, ph:ph + H, pw:pw + W] = x
+    x_pad[:, :, ph : ph + H, pw : pw + W] = x
     Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
     y = np.zeros((B, C, Ho, Wo))
     for r in range(Ho):
         for s in range(Wo):
-            y[:, :, r, s] = x_pad[:, :, r * sh:r * sh + kh, s * sw:s * sw + kw].mean(axis=(2, 3))
+            y[:, :, r, s] = x_pad[:, :, r * sh : r * sh + kh, s * sw : s * sw + kw].mean(axis=(2, 3))
     return y
 
 
@@ -72,10 +74,10 @@ def test_global_avg_pool_forward_and_backward_eq17_eq18(x):
 
 def test_global_avg_pool_second_order_and_errors():
     x = gs.Tensor(np.ones((2, 3, 2, 2)), requires_grad=True)
-    F.global_avg_pool(x * x).backward(np.ones((2, 3)), create_graph=True)   # d/dx = 2x/4
+    F.global_avg_pool(x * x).backward(np.ones((2, 3)), create_graph=True)  # d/dx = 2x/4
     g = x.grad
     x.zero_grad()
-    F.sum(g).backward()                                                     # d2/dx2 = 2/4
+    F.sum(g).backward()  # d2/dx2 = 2/4
     np.testing.assert_allclose(x.grad.data, np.full((2, 3, 2, 2), 0.5))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         F.global_avg_pool(np.ones((2, 3)))

@@ -1,4 +1,5 @@
 """SR-SOP and parametric SR-SOP modules and heads (gmsop_np/nn/sop.py)."""
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -31,7 +32,7 @@ def test_srsop_is_cov_sqrt_triu_with_8256_dims_for_128_channels(rng):
 
 
 def test_srsop_ns_with_many_iterations_equals_eig_and_numpy_oracle(rng):
-    x = rng.standard_normal((3, 4, 3, 4))                       # L = 12 > d = 4: full rank
+    x = rng.standard_normal((3, 4, 3, 4))  # L = 12 > d = 4: full rank
     ns = SRSOP("ns", num_iters=30, eps=0.0)(gs.Tensor(x)).data
     eig = SRSOP("eig")(gs.Tensor(x)).data
     oracle = srsop_by_numpy(x, None)
@@ -54,7 +55,7 @@ def test_full_srsop_chain_with_eig_finite_differences(x):
 def test_parametric_srsop_structure_and_parameters():
     m = ParametricSRSOP(in_channels=128, hidden=256, out=128, num_iters=5, rng=np.random.default_rng(0))
     shapes = sorted(tuple(p.shape) for p in m.parameters())
-    assert shapes == [(128, 256, 1, 1), (256, 128, 1, 1)]      # two 1×1 convs, no bias, no BN
+    assert shapes == [(128, 256, 1, 1), (256, 128, 1, 1)]  # two 1×1 convs, no bias, no BN
     assert m.num_parameters() == 2 * 128 * 256
     x = gs.Tensor(np.random.default_rng(1).standard_normal((2, 128, 4, 4)).astype(np.float32))
     assert m(x).shape == (2, 8256)
@@ -88,9 +89,11 @@ def test_parameter_counts_resnet18_sop_heads():
     srsop = resnet18(head="srsop")
     psrsop = resnet18(head="psrsop")
     fc = srsop.head.classifier.fc.num_parameters()
-    print(f"\nResNet-18-SR-SOP: {srsop.num_parameters():,} parameters (FC {fc:,}); "
-          f"parametric SR-SOP: {psrsop.num_parameters():,}; paper/official release ~9.0M")
-    assert fc == 8256 * 1000 + 1000                               # ≈ 8.3M in the FC
+    print(
+        f"\nResNet-18-SR-SOP: {srsop.num_parameters():,} parameters (FC {fc:,}); "
+        f"parametric SR-SOP: {psrsop.num_parameters():,}; paper/official release ~9.0M"
+    )
+    assert fc == 8256 * 1000 + 1000  # ≈ 8.3M in the FC
     assert abs(srsop.num_parameters() - 9.0e6) / 9.0e6 < 0.03
     assert psrsop.num_parameters() - srsop.num_parameters() == 2 * 128 * 256
 
@@ -103,7 +106,7 @@ def cross_entropy(logits, labels):
 @pytest.mark.parametrize("head", ["srsop", "psrsop"])
 def test_a_few_training_steps_reduce_the_loss(head):
     rng = np.random.default_rng(0)
-    model = resnet18(head=head, num_classes=3, input_size=16, seed=1)     # 2×2 final map
+    model = resnet18(head=head, num_classes=3, input_size=16, seed=1)  # 2×2 final map
     x = gs.Tensor(rng.standard_normal((4, 3, 16, 16)).astype(np.float32))
     labels = np.array([0, 1, 2, 0])
     losses = []
@@ -114,6 +117,6 @@ def test_a_few_training_steps_reduce_the_loss(head):
         loss.backward()
         with gs.no_grad():
             for p in model.parameters():
-                p.data -= 0.01 * p.grad.data          # plain SGD
+                p.data -= 0.01 * p.grad.data  # plain SGD
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses

@@ -3,6 +3,7 @@
 Such a call silently copies CuPy data to the host (or fails) on the GPU -- the
 classic NumPy/CuPy mixing bug. Code must use ``xp = get_array_module(...)``.
 """
+
 import ast
 import pathlib
 
@@ -22,9 +23,14 @@ def bare_numpy_calls(source: str, filename: str = "<string>"):
         for method in cls.body:
             if isinstance(method, ast.FunctionDef) and method.name in ("forward", "backward"):
                 for node in ast.walk(method):
-                    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                            and node.value.id in NUMPY_NAMES):
-                        found.append(f"{filename}:{node.lineno} {cls.name}.{method.name} uses {node.value.id}.{node.attr}")
+                    if (
+                        isinstance(node, ast.Attribute)
+                        and isinstance(node.value, ast.Name)
+                        and node.value.id in NUMPY_NAMES
+                    ):
+                        found.append(
+                            f"{filename}:{node.lineno} {cls.name}.{method.name} uses {node.value.id}.{node.attr}"
+                        )
     return found
 
 

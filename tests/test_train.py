@@ -4,6 +4,7 @@ headline claim on ``textures`` -- a second-order head beats GAP by a clear margi
 Runs are tiny (a few dozen images, the ``tiny`` backbone) and fully seeded; on
 NumPy they are deterministic, so the comparisons are exact, not statistical.
 """
+
 import csv
 import os
 
@@ -31,7 +32,7 @@ def test_scale_schedule_keeps_the_paper_proportions():
         for stages in [(40, 10, 5, 5), (50, 15, 10), (20, 5, 5, 5)]:
             scaled = scale_schedule(stages, epochs)
             assert sum(scaled) == epochs and min(scaled) >= 1
-            assert scaled[0] == max(scaled)                   # most epochs at the initial learning rate
+            assert scaled[0] == max(scaled)  # most epochs at the initial learning rate
     with pytest.raises(ValueError):
         scale_schedule((40, 10), 0)
 
@@ -41,16 +42,27 @@ def test_paper_recipes_and_config_defaults():
     assert paper_recipe("gmgap") == (0.075, (50, 15, 10))
     assert paper_recipe("srsop") == (0.15, (20, 5, 5, 5))
     lr, schedule, wd = TrainConfig(head="gmsop", dataset="imagenet64").resolved()
-    assert (lr, schedule, wd) == (0.1, [40, 10, 5, 5], 5e-4)            # the paper, in full
+    assert (lr, schedule, wd) == (0.1, [40, 10, 5, 5], 5e-4)  # the paper, in full
     lr, schedule, wd = TrainConfig(head="gap", preset="official", epochs=6).resolved()
-    assert (lr, schedule, wd) == (0.0375, [4, 1, 1], 1e-4)          # textures: half the paper's lr
+    assert (lr, schedule, wd) == (0.0375, [4, 1, 1], 1e-4)  # textures: half the paper's lr
     with pytest.raises(ValueError, match="sums to"):
         TrainConfig(schedule=[2, 1], epochs=4).resolved()
 
 
 def _config(tmp_path, name, **kw):
-    options = dict(head="gmsop", num_components=4, k=2, train_size=32, val_size=16, batch_size=8,
-                   epochs=2, schedule=[1, 1], lr=0.05, progress=False, out=str(tmp_path / name))
+    options = dict(
+        head="gmsop",
+        num_components=4,
+        k=2,
+        train_size=32,
+        val_size=16,
+        batch_size=8,
+        epochs=2,
+        schedule=[1, 1],
+        lr=0.05,
+        progress=False,
+        out=str(tmp_path / name),
+    )
     options.update(kw)
     return TrainConfig(**options)
 
@@ -68,7 +80,7 @@ def _state(trainer):
 def test_resumed_runs_reproduce_an_uninterrupted_run_exactly(tmp_path):
     full = Trainer(_config(tmp_path, "full"))
     assert full.fit()["status"] == "finished"
-    assert len(model_rngs(full.model)) >= 2                   # dropout and gating noise are saved too
+    assert len(model_rngs(full.model)) >= 2  # dropout and gating noise are saved too
 
     # stopped at the epoch boundary, resumed by a fresh Trainer (as `gmsop train --resume` does)
     first = Trainer(_config(tmp_path, "split"))
@@ -84,7 +96,7 @@ def test_resumed_runs_reproduce_an_uninterrupted_run_exactly(tmp_path):
     interrupted = Trainer(_config(tmp_path, "ctrl_c"), callbacks=[stop_at_step_2])
     assert interrupted.fit()["status"] == "interrupted"
     assert interrupted.train_loader.state_dict()["batch"] == 2
-    assert not os.path.exists(tmp_path / "ctrl_c" / "metrics.csv")      # no epoch finished yet
+    assert not os.path.exists(tmp_path / "ctrl_c" / "metrics.csv")  # no epoch finished yet
     continued = Trainer(TrainConfig(out=str(tmp_path / "ctrl_c"), progress=False), resume=True)
     continued.fit()
 
@@ -121,15 +133,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     last = tmp_path / "nan" / "last.npz"
     saved = last.read_bytes()
 
-    train.images[5] = np.nan                                   # one bad image in epoch 2
-    trainer = Trainer(TrainConfig(out=str(tmp_path / "nan"), progress=False), resume=True,
-                      datasets=(train, val))
+    train.images[5] = np.nan  # one bad image in epoch 2
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "nan"), progress=False), resume=True, datasets=(train, val))
     batch = trainer.config.batch_size
     bad_step = 1 + int(np.flatnonzero(trainer.train_loader.order(1) == 5)[0]) // batch
     with pytest.raises(NonFiniteLossError, match=f"epoch 2, step {bad_step}") as info:
         trainer.fit()
     assert "kept" in str(info.value) and str(last) in str(info.value)
-    assert last.read_bytes() == saved                          # the good checkpoint is untouched
+    assert last.read_bytes() == saved  # the good checkpoint is untouched
     assert len(_metrics(str(tmp_path / "nan"))) == 1
 
 
@@ -143,8 +154,18 @@ def test_second_order_head_beats_gap_on_textures(tmp_path):
     """
     errors = {}
     for head in ("srsop", "gap"):
-        config = TrainConfig(head=head, train_size=1024, val_size=256, epochs=3, batch_size=32, image_size=16,
-                             preset="official", seed=0, progress=False, out=str(tmp_path / head))
+        config = TrainConfig(
+            head=head,
+            train_size=1024,
+            val_size=256,
+            epochs=3,
+            batch_size=32,
+            image_size=16,
+            preset="official",
+            seed=0,
+            progress=False,
+            out=str(tmp_path / head),
+        )
         trainer = Trainer(config)
         trainer.fit()
         errors[head] = trainer.history[-1]["val_top1"]

@@ -1,4 +1,5 @@
 """Upper-triangular vectorisation: derivations/05_covariance_pooling.md, eqs. (5)-(6)."""
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -51,7 +52,7 @@ def test_backward_scatters_into_zeros_eq6(rng):
     F.triu_vec(a).backward(gv)
     rows, cols = np.triu_indices(4)
     np.testing.assert_array_equal(a.grad.data[:, rows, cols], gv)
-    np.testing.assert_array_equal(np.tril(a.grad.data, -1), 0)       # lower triangle: exactly 0
+    np.testing.assert_array_equal(np.tril(a.grad.data, -1), 0)  # lower triangle: exactly 0
     # the upstream gradient of SR-SOP is therefore NOT symmetric
     assert np.abs(a.grad.data - a.grad.data.transpose(0, 2, 1)).max() > 0
 
@@ -61,7 +62,7 @@ def test_adjoint_identity_and_its_own_gradient(rng):
     lhs = np.vdot(F.triu_vec(a).data, v)
     rhs = np.vdot(a, TriuVecAdjoint(5)(gs.Tensor(v)).data)
     assert abs(lhs - rhs) < 1e-12
-    gs.check_backward(lambda t: TriuVecAdjoint(5)(t), [v])       # the adjoint's VJP is triu_vec again
+    gs.check_backward(lambda t: TriuVecAdjoint(5)(t), [v])  # the adjoint's VJP is triu_vec again
 
 
 def test_keeps_dtype_and_does_not_mutate(rng):
@@ -69,16 +70,19 @@ def test_keeps_dtype_and_does_not_mutate(rng):
     before = a.copy()
     t = gs.Tensor(a, requires_grad=True)
     y = F.triu_vec(t)
-    y.data[...] = 0                                             # the output is a copy, not a view of a
+    y.data[...] = 0  # the output is a copy, not a view of a
     np.testing.assert_array_equal(a, before)
     assert y.dtype == np.float32
 
 
-@pytest.mark.parametrize("bad, error", [
-    (np.ones((3, 3)), ValueError),
-    (np.ones((2, 3, 4)), ValueError),
-    (np.ones((2, 3, 3), dtype=np.int32), TypeError),
-])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (np.ones((3, 3)), ValueError),
+        (np.ones((2, 3, 4)), ValueError),
+        (np.ones((2, 3, 3), dtype=np.int32), TypeError),
+    ],
+)
 def test_bad_input(bad, error):
     with pytest.raises(error, match="triu_vec"):
         F.triu_vec(bad)

@@ -13,6 +13,7 @@ name           what                                                         need
 ``get_dataset(name, split, root)`` builds one; ``make_loader(dataset, ...)``
 wraps it in a ``DataLoader`` with the dataset's standard augmentation.
 """
+
 from __future__ import annotations
 
 from .digits import Digits
@@ -22,10 +23,24 @@ from .places365 import Places365, read_file_list
 from .textures import TEXTURE_CLASS_AXES, Textures, make_textures, texture_class_names
 
 __all__ = [
-    "DATASETS", "get_dataset", "make_loader", "dataset_defaults",
-    "ArrayDataset", "DataFormatError", "DataLoader", "augment_batch", "normalize",
-    "Textures", "make_textures", "texture_class_names", "TEXTURE_CLASS_AXES",
-    "Digits", "ImageNet64", "read_batch_file", "Places365", "read_file_list",
+    "DATASETS",
+    "get_dataset",
+    "make_loader",
+    "dataset_defaults",
+    "ArrayDataset",
+    "DataFormatError",
+    "DataLoader",
+    "augment_batch",
+    "normalize",
+    "Textures",
+    "make_textures",
+    "texture_class_names",
+    "TEXTURE_CLASS_AXES",
+    "Digits",
+    "ImageNet64",
+    "read_batch_file",
+    "Places365",
+    "read_file_list",
 ]
 
 # Per dataset: the input size the network sees and the standard augmentation.
@@ -33,9 +48,9 @@ __all__ = [
 #   crop: random crop in training / centre crop in evaluation (None: whole image).
 DATASETS = {
     "textures": dict(size=32, flip=True, crop=None, needs_root=False),
-    "digits": dict(size=32, flip=False, crop=None, needs_root=False),    # a mirrored digit is not a digit
+    "digits": dict(size=32, flip=False, crop=None, needs_root=False),  # a mirrored digit is not a digit
     "imagenet64": dict(size=64, flip=True, crop=None, needs_root=True),  # the paper: flips only
-    "places365": dict(size=96, flip=True, crop=96, needs_root=True),     # 100x100 images, 96x96 crops
+    "places365": dict(size=96, flip=True, crop=96, needs_root=True),  # 100x100 images, 96x96 crops
 }
 
 
@@ -54,8 +69,10 @@ def get_dataset(name: str, split: str = "train", root=None, *, seed: int = 0, si
     """
     info = dataset_defaults(name)
     if info["needs_root"] and root is None:
-        raise ValueError(f"the {name!r} dataset is read from files: pass root= (gmsop train --data-dir DIR); "
-                         "see the README section 'Datasets' for the expected layout")
+        raise ValueError(
+            f"the {name!r} dataset is read from files: pass root= (gmsop train --data-dir DIR); "
+            "see the README section 'Datasets' for the expected layout"
+        )
     if name == "textures":
         return Textures(split, n=n, image_size=size or info["size"], seed=seed, **kwargs)
     if name == "digits":
@@ -72,7 +89,13 @@ def make_loader(name: str, dataset, batch_size: int, *, train: bool, seed: int =
     batches only. Evaluation: fixed order, centre crop, every image.
     """
     info = dataset_defaults(name)
-    options = dict(shuffle=train, train=train, seed=seed, flip=info["flip"] and train,
-                   crop=info["crop"], drop_last=train and len(dataset) >= batch_size)
+    options = dict(
+        shuffle=train,
+        train=train,
+        seed=seed,
+        flip=info["flip"] and train,
+        crop=info["crop"],
+        drop_last=train and len(dataset) >= batch_size,
+    )
     options.update(kwargs)
     return DataLoader(dataset, batch_size, **options)

@@ -7,6 +7,7 @@ A seeded permutation splits them into train / val (80 % / 20 % by default).
 
 Needs scikit-learn: ``pip install 'gmsop_np[data]'``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,11 +35,11 @@ def load_digits_images(image_size: int = 32):
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 (the digits are 8x8), got {image_size}")
     bunch = _require_sklearn()()
-    grey = bunch.images.astype(np.float64) * (255.0 / 16.0)           # (N, 8, 8) in 0..255
+    grey = bunch.images.astype(np.float64) * (255.0 / 16.0)  # (N, 8, 8) in 0..255
     factor = image_size / 8.0
     big = zoom(grey, (1.0, factor, factor), order=1, mode="nearest", grid_mode=True)
-    big = np.clip(np.rint(big), 0, 255).astype(np.uint8)              # (N, s, s)
-    images = np.repeat(big[:, None, :, :], 3, axis=1)                 # grey -> 3 channels
+    big = np.clip(np.rint(big), 0, 255).astype(np.uint8)  # (N, s, s)
+    images = np.repeat(big[:, None, :, :], 3, axis=1)  # grey -> 3 channels
     return images, bunch.target.astype(np.int64)
 
 
@@ -53,7 +54,14 @@ def Digits(split: str = "train", image_size: int = 32, seed: int = 0, val_fracti
     n_val = int(round(val_fraction * len(labels)))
     chosen = order[:n_val] if split == "val" else order[n_val:]
     train_images = images[order[n_val:]]
-    mean = train_images.mean(axis=(0, 2, 3))      # statistics of the training split only
+    mean = train_images.mean(axis=(0, 2, 3))  # statistics of the training split only
     std = train_images.std(axis=(0, 2, 3))
-    return ArrayDataset(images[chosen], labels[chosen], num_classes=10, mean=mean, std=std,
-                        name=f"digits/{split}", class_names=[str(d) for d in range(10)])
+    return ArrayDataset(
+        images[chosen],
+        labels[chosen],
+        num_classes=10,
+        mean=mean,
+        std=std,
+        name=f"digits/{split}",
+        class_names=[str(d) for d in range(10)],
+    )

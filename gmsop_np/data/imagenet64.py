@@ -25,6 +25,7 @@ to avoid holding it:
 
 A pickle can execute code when it is loaded: only open files you downloaded yourself.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,23 +64,29 @@ def _read_raw(path: str, labels_only: bool = False):
             with np.load(path, allow_pickle=False) as archive:
                 missing = [k for k in ("data", "labels") if k not in archive.files]
                 if missing:
-                    raise DataFormatError(f"{path}: the archive has no {missing} entry "
-                                          f"(found {archive.files}); expected keys 'data' and 'labels'")
+                    raise DataFormatError(
+                        f"{path}: the archive has no {missing} entry "
+                        f"(found {archive.files}); expected keys 'data' and 'labels'"
+                    )
                 labels = archive["labels"]
                 data = None if labels_only else archive["data"]
         else:
             with open(path, "rb") as handle:
                 content = pickle.load(handle)
             if not isinstance(content, dict) or "data" not in content or "labels" not in content:
-                raise DataFormatError(f"{path}: expected a pickled dict with keys 'data' and 'labels', "
-                                      f"got {type(content).__name__}"
-                                      + (f" with keys {sorted(content)}" if isinstance(content, dict) else ""))
+                raise DataFormatError(
+                    f"{path}: expected a pickled dict with keys 'data' and 'labels', "
+                    f"got {type(content).__name__}"
+                    + (f" with keys {sorted(content)}" if isinstance(content, dict) else "")
+                )
             data, labels = content["data"], content["labels"]
     except DataFormatError:
         raise
     except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, OSError, KeyError) as exc:
-        raise DataFormatError(f"{path}: cannot read the file, it is truncated or corrupt "
-                              f"({type(exc).__name__}: {exc}). Download it again.") from exc
+        raise DataFormatError(
+            f"{path}: cannot read the file, it is truncated or corrupt "
+            f"({type(exc).__name__}: {exc}). Download it again."
+        ) from exc
     return data, np.asarray(labels)
 
 
@@ -93,8 +100,10 @@ def _check_labels(path: str, labels, n_rows=None):
         raise DataFormatError(f"{path}: labels must be integers, got dtype {labels.dtype}")
     if labels.size and (labels.min() < 1 or labels.max() > NUM_CLASSES):
         bad = labels[(labels < 1) | (labels > NUM_CLASSES)]
-        raise DataFormatError(f"{path}: labels must lie in 1..{NUM_CLASSES} (the downsampled-ImageNet "
-                              f"convention), found {bad.size} outside, e.g. {bad[0]}")
+        raise DataFormatError(
+            f"{path}: labels must lie in 1..{NUM_CLASSES} (the downsampled-ImageNet "
+            f"convention), found {bad.size} outside, e.g. {bad[0]}"
+        )
     return labels.astype(np.int64) - 1
 
 
@@ -104,8 +113,10 @@ def read_batch_file(path: str, image_size: int = 64):
     data = np.asarray(data)
     row = 3 * image_size * image_size
     if data.ndim != 2 or data.shape[1] != row:
-        raise DataFormatError(f"{path}: 'data' must have rows of {row} values (3 x {image_size} x "
-                              f"{image_size}, channel-planar), got shape {data.shape}")
+        raise DataFormatError(
+            f"{path}: 'data' must have rows of {row} values (3 x {image_size} x "
+            f"{image_size}, channel-planar), got shape {data.shape}"
+        )
     if data.dtype != np.uint8:
         raise DataFormatError(f"{path}: 'data' must be uint8, got {data.dtype}")
     labels = _check_labels(path, labels, n_rows=len(data))
@@ -128,8 +139,7 @@ class ImageNet64:
     mean = np.asarray(IMAGENET_MEAN)
     std = np.asarray(IMAGENET_STD)
 
-    def __init__(self, root: str, split: str = "train", image_size: int = 64, cache_dir=None,
-                 train_files: int = 10):
+    def __init__(self, root: str, split: str = "train", image_size: int = 64, cache_dir=None, train_files: int = 10):
         if split not in ("train", "val"):
             raise ValueError(f"imagenet64 has splits ['train', 'val'], not {split!r}")
         if not 1 <= train_files <= 10:
@@ -142,7 +152,7 @@ class ImageNet64:
         per_file = [_check_labels(p, _read_raw(p, labels_only=True)[1]) for p in self.files]
         self.labels = np.concatenate(per_file)
         self.starts = np.cumsum([0] + [len(lab) for lab in per_file])  # file k holds starts[k]:starts[k+1]
-        self._cached = (None, None)                # (file index, images) held in memory
+        self._cached = (None, None)  # (file index, images) held in memory
         self._memmap = None
         if cache_dir is not None:
             self._memmap = self._build_cache(cache_dir)
@@ -156,7 +166,7 @@ class ImageNet64:
 
     def _file_images(self, k: int):
         if self._cached[0] != k:
-            self._cached = (None, None)            # free the previous file first
+            self._cached = (None, None)  # free the previous file first
             images, labels = read_batch_file(self.files[k], self.image_size)
             if len(labels) != self.starts[k + 1] - self.starts[k]:
                 raise DataFormatError(f"{self.files[k]}: the file changed while it was in use")
@@ -169,7 +179,7 @@ class ImageNet64:
             return np.asarray(self._memmap[indices]), self.labels[indices]
         file_of = np.searchsorted(self.starts, indices, side="right") - 1
         images = np.empty((len(indices),) + self.image_shape, dtype=np.uint8)
-        for k in np.unique(file_of):               # a batch touches one file, rarely two
+        for k in np.unique(file_of):  # a batch touches one file, rarely two
             chosen = file_of == k
             images[chosen] = self._file_images(k)[indices[chosen] - self.starts[k]]
         return images, self.labels[indices]
@@ -178,8 +188,10 @@ class ImageNet64:
         """Shuffled order: files in random order, images shuffled within each file."""
         if self._memmap is not None:
             return rng.permutation(len(self))
-        blocks = [self.starts[k] + rng.permutation(self.starts[k + 1] - self.starts[k])
-                  for k in rng.permutation(len(self.files))]
+        blocks = [
+            self.starts[k] + rng.permutation(self.starts[k + 1] - self.starts[k])
+            for k in rng.permutation(len(self.files))
+        ]
         return np.concatenate(blocks)
 
     def _build_cache(self, cache_dir: str):
@@ -188,18 +200,19 @@ class ImageNet64:
         path = os.path.join(cache_dir, f"imagenet{self.image_size}_{self.split}_{len(self.files)}files.npy")
         if not os.path.isfile(path):
             partial = path + ".partial.npy"
-            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
-                                            shape=(len(self),) + self.image_shape)
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(self),) + self.image_shape)
             for k in range(len(self.files)):
-                out[self.starts[k]:self.starts[k + 1]] = self._file_images(k)
+                out[self.starts[k] : self.starts[k + 1]] = self._file_images(k)
             out.flush()
             del out
             self._cached = (None, None)
-            os.replace(partial, path)              # atomic: a crash never leaves a half cache
+            os.replace(partial, path)  # atomic: a crash never leaves a half cache
         cached = np.load(path, mmap_mode="r")
         if cached.shape != (len(self),) + self.image_shape:
-            raise DataFormatError(f"{path}: cache has shape {cached.shape}, expected "
-                                  f"{(len(self),) + self.image_shape}; delete it to rebuild")
+            raise DataFormatError(
+                f"{path}: cache has shape {cached.shape}, expected "
+                f"{(len(self),) + self.image_shape}; delete it to rebuild"
+            )
         return cached
 
     def __repr__(self):

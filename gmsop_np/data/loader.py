@@ -21,6 +21,7 @@ from ``default_rng([seed, e, b])``. So an epoch is a pure function of
 ``(seed, epoch)``, the background thread cannot change the result, and resuming
 needs only ``{"epoch", "batch"}`` (``state_dict`` / ``load_state_dict``).
 """
+
 from __future__ import annotations
 
 import queue
@@ -53,8 +54,7 @@ class ArrayDataset:
     name : shown in logs and errors
     """
 
-    def __init__(self, images, labels, num_classes: int, mean=None, std=None, name: str = "arrays",
-                 class_names=None):
+    def __init__(self, images, labels, num_classes: int, mean=None, std=None, name: str = "arrays", class_names=None):
         images, labels = images, np.asarray(labels)
         if images.ndim != 4:
             raise ValueError(f"{name}: images must be (N, C, H, W), got shape {images.shape}")
@@ -62,7 +62,8 @@ class ArrayDataset:
             raise ValueError(f"{name}: {images.shape[0]} images but labels have shape {labels.shape}")
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
             raise DataFormatError(
-                f"{name}: labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}")
+                f"{name}: labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}"
+            )
         self.images, self.labels = images, labels.astype(np.int64)
         self.num_classes, self.name = int(num_classes), name
         self.class_names = class_names
@@ -83,8 +84,10 @@ class ArrayDataset:
         return np.asarray(self.images[indices]), self.labels[indices]
 
     def __repr__(self):
-        return (f"{type(self).__name__}({self.name!r}, n={len(self)}, image_shape={self.image_shape}, "
-                f"num_classes={self.num_classes})")
+        return (
+            f"{type(self).__name__}({self.name!r}, n={len(self)}, image_shape={self.image_shape}, "
+            f"num_classes={self.num_classes})"
+        )
 
 
 def channel_stats(images, max_images: int = 10000):
@@ -96,8 +99,7 @@ def channel_stats(images, max_images: int = 10000):
     return mean, np.maximum(std, 1e-8)
 
 
-def augment_batch(images, rng: np.random.Generator, *, flip: bool = False, pad: int = 0, crop=None,
-                  train: bool = True):
+def augment_batch(images, rng: np.random.Generator, *, flip: bool = False, pad: int = 0, crop=None, train: bool = True):
     """Random flip / pad-and-crop / crop of a batch (n, C, H, W), vectorised.
 
     * ``flip``: each image is mirrored left-right with probability 1/2 (training only).
@@ -109,7 +111,7 @@ def augment_batch(images, rng: np.random.Generator, *, flip: bool = False, pad: 
     n, c, height, width = images.shape
     if train and pad > 0:
         padded = np.zeros((n, c, height + 2 * pad, width + 2 * pad), dtype=images.dtype)
-        padded[:, :, pad:pad + height, pad:pad + width] = images
+        padded[:, :, pad : pad + height, pad : pad + width] = images
         images = _crop(padded, (height, width), rng, random=True)
     if crop is not None:
         crop = (crop, crop) if np.isscalar(crop) else tuple(crop)
@@ -128,11 +130,11 @@ def _crop(images, size, rng, random: bool):
     h, w = size
     if not random:
         top, left = (height - h) // 2, (width - w) // 2
-        return images[:, :, top:top + h, left:left + w]
+        return images[:, :, top : top + h, left : left + w]
     top = rng.integers(0, height - h + 1, size=n)
     left = rng.integers(0, width - w + 1, size=n)
-    rows = top[:, None] + np.arange(h)            # (n, h)
-    cols = left[:, None] + np.arange(w)           # (n, w)
+    rows = top[:, None] + np.arange(h)  # (n, h)
+    cols = left[:, None] + np.arange(w)  # (n, w)
     sample = np.arange(n)[:, None, None]
     # Advanced indices separated by a slice put their dims first: (n, h, w, C).
     cropped = images[sample, :, rows[:, :, None], cols[:, None, :]]
@@ -167,9 +169,21 @@ class DataLoader:
     Each completed pass increments ``epoch``.
     """
 
-    def __init__(self, dataset, batch_size: int, *, shuffle: bool = False, train: bool = False,
-                 seed: int = 0, flip: bool = False, pad: int = 0, crop=None, drop_last: bool = False,
-                 dtype=np.float32, prefetch: int = 2):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        train: bool = False,
+        seed: int = 0,
+        flip: bool = False,
+        pad: int = 0,
+        crop=None,
+        drop_last: bool = False,
+        dtype=np.float32,
+        prefetch: int = 2,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if len(dataset) == 0:
@@ -178,8 +192,8 @@ class DataLoader:
         self.shuffle, self.train, self.seed = shuffle, train, int(seed)
         self.flip, self.pad, self.crop = flip, int(pad), crop
         self.drop_last, self.dtype, self.prefetch = drop_last, np.dtype(dtype), int(prefetch)
-        self.epoch = 0      # completed passes
-        self.batch = 0      # batches already handed out in the current pass (for resuming)
+        self.epoch = 0  # completed passes
+        self.batch = 0  # batches already handed out in the current pass (for resuming)
 
     # ----- bookkeeping -------------------------------------------------------------
     def __len__(self):
@@ -212,7 +226,7 @@ class DataLoader:
     def _host_batches(self, epoch: int, start: int):
         order = self.order(epoch)
         for b in range(start, len(self)):
-            yield b, self.make_batch(order[b * self.batch_size:(b + 1) * self.batch_size], epoch, b)
+            yield b, self.make_batch(order[b * self.batch_size : (b + 1) * self.batch_size], epoch, b)
 
     # ----- iteration -----------------------------------------------------------------
     def __iter__(self):
@@ -243,8 +257,7 @@ class _Prefetcher:
     def __init__(self, generator, depth: int):
         self._queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(generator,), daemon=True,
-                                        name="gmsop-data-loader")
+        self._thread = threading.Thread(target=self._run, args=(generator,), daemon=True, name="gmsop-data-loader")
         self._thread.start()
 
     def _put(self, item):

@@ -16,6 +16,7 @@ Every listed image must exist: the constructor checks them all and names the
 list file, the line and the missing path (nothing is skipped silently).
 Needs Pillow: ``pip install 'gmsop_np[data]'``.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,14 +49,15 @@ def _require_pillow():
 def read_file_list(path: str, num_classes: int = NUM_CLASSES):
     """Parse a ``path label`` list: (relative paths, int64 labels, line numbers)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Places365 file list {path!r} does not exist; pass --data-dir "
-                                "pointing at the folder that holds it")
+        raise FileNotFoundError(
+            f"Places365 file list {path!r} does not exist; pass --data-dir pointing at the folder that holds it"
+        )
     paths, labels, line_numbers = [], [], []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             fields = line.split()
             if not fields:
-                continue                            # blank lines (e.g. a final newline) carry no entry
+                continue  # blank lines (e.g. a final newline) carry no entry
             if len(fields) != 2:
                 raise DataFormatError(f"{path}, line {number}: expected '<image path> <label>', got {line.strip()!r}")
             try:
@@ -88,8 +90,15 @@ class Places365:
     mean = np.asarray(IMAGENET_MEAN)
     std = np.asarray(IMAGENET_STD)
 
-    def __init__(self, root: str, split: str = "train", file_list=None, image_dir=None,
-                 image_size: int = 100, check_files: bool = True):
+    def __init__(
+        self,
+        root: str,
+        split: str = "train",
+        file_list=None,
+        image_dir=None,
+        image_size: int = 100,
+        check_files: bool = True,
+    ):
         if split not in DEFAULT_LAYOUT:
             raise ValueError(f"places365 has splits {sorted(DEFAULT_LAYOUT)}, not {split!r}")
         list_name, dir_name = DEFAULT_LAYOUT[split]
@@ -107,7 +116,8 @@ class Places365:
             raise DataFormatError(
                 f"{self.file_list}: {len(missing)} listed image(s) do not exist under {self.image_dir!r}, "
                 f"e.g. line {self.line_numbers[first]}: {self.paths[first]!r}. Fix the list or the folder "
-                "(no entry is skipped silently)")
+                "(no entry is skipped silently)"
+            )
 
     def __len__(self):
         return len(self.labels)
@@ -125,16 +135,18 @@ class Places365:
                 img = img.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
                 pixels = np.asarray(img, dtype=np.uint8)
         except FileNotFoundError:
-            raise DataFormatError(f"{self.file_list}, line {self.line_numbers[i]}: the image {path!r} "
-                                  "does not exist") from None
+            raise DataFormatError(
+                f"{self.file_list}, line {self.line_numbers[i]}: the image {path!r} does not exist"
+            ) from None
         except OSError as exc:  # PIL.UnidentifiedImageError and truncated files are OSErrors
-            raise DataFormatError(f"{path} (listed in {self.file_list}, line {self.line_numbers[i]}): "
-                                  f"cannot decode the image ({exc})") from exc
+            raise DataFormatError(
+                f"{path} (listed in {self.file_list}, line {self.line_numbers[i]}): cannot decode the image ({exc})"
+            ) from exc
         return pixels.transpose(2, 0, 1)
 
     def load(self, indices):
         indices = np.asarray(indices)
-        images = np.stack([self.read_image(int(i)) for i in indices])   # one file read per image
+        images = np.stack([self.read_image(int(i)) for i in indices])  # one file read per image
         return images, self.labels[indices]
 
     def __repr__(self):

@@ -48,6 +48,7 @@ still at 70 % after 7 epochs and 51 % after 14. Chance is 75 % error (4 classes)
 ``make_textures(n, seed)`` is a pure function of its arguments: the same seed
 gives the same images, bit for bit, on every machine.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,9 +56,7 @@ import numpy as np
 __all__ = ["make_textures", "Textures", "TEXTURE_CLASS_AXES", "texture_class_names"]
 
 # The four class colour axes: the diagonals of the RGB cube (unit length).
-TEXTURE_CLASS_AXES = np.array(
-    [[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]], dtype=np.float64
-) / np.sqrt(3.0)
+TEXTURE_CLASS_AXES = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]], dtype=np.float64) / np.sqrt(3.0)
 
 
 def texture_class_names():
@@ -101,13 +100,20 @@ def _region_masks(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     offset = rng.uniform(-0.2, 0.2, size=n) * size
     coord = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     yy, xx = np.meshgrid(coord, coord, indexing="ij")
-    signed_distance = (np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy
-                       - offset[:, None, None])
+    signed_distance = np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy - offset[:, None, None]
     return signed_distance > 0
 
 
-def make_textures(n: int, image_size: int = 32, seed: int = 0, *, delta: float = 1.6,
-                  offset_std: float = 1.2, noise_std: float = 0.6, blur: float = 1.0):
+def make_textures(
+    n: int,
+    image_size: int = 32,
+    seed: int = 0,
+    *,
+    delta: float = 1.6,
+    offset_std: float = 1.2,
+    noise_std: float = 0.6,
+    blur: float = 1.0,
+):
     """Generate ``n`` ``textures`` images (see the module docstring for the recipe).
 
     Parameters
@@ -133,13 +139,13 @@ def make_textures(n: int, image_size: int = 32, seed: int = 0, *, delta: float =
     num_classes = len(TEXTURE_CLASS_AXES)
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
 
-    in_region1 = _region_masks(rng, n, image_size)                  # (n, H, W)
-    sign = rng.choice([-1.0, 1.0], size=n)                          # which region gets +v
-    half_step = 0.5 * delta * sign[:, None] * TEXTURE_CLASS_AXES[labels]   # (n, 3)
-    offset = rng.normal(0.0, offset_std, size=(n, 3))                # s, shared by both regions
-    colour1, colour2 = offset + half_step, offset - half_step        # (n, 3) each
+    in_region1 = _region_masks(rng, n, image_size)  # (n, H, W)
+    sign = rng.choice([-1.0, 1.0], size=n)  # which region gets +v
+    half_step = 0.5 * delta * sign[:, None] * TEXTURE_CLASS_AXES[labels]  # (n, 3)
+    offset = rng.normal(0.0, offset_std, size=(n, 3))  # s, shared by both regions
+    colour1, colour2 = offset + half_step, offset - half_step  # (n, 3) each
 
-    mask = in_region1[:, None, :, :]                                 # (n, 1, H, W)
+    mask = in_region1[:, None, :, :]  # (n, 1, H, W)
     images = np.where(mask, colour1[:, :, None, None], colour2[:, :, None, None])
     noise = rng.standard_normal(size=(n, 3, image_size, image_size), dtype=np.float32)
     images = images + noise_std * _blur_periodic(noise, blur)
@@ -163,5 +169,12 @@ def Textures(split: str = "train", n: int | None = None, image_size: int = 32, s
     split_id, default_n = splits[split]
     images, labels = make_textures(default_n if n is None else n, image_size, seed=[seed, split_id], **kwargs)
     # Normalise with the analytic statistics (same for both splits, no leakage).
-    return ArrayDataset(images, labels, num_classes=len(TEXTURE_CLASS_AXES), mean=[128.0] * 3,
-                        std=[45.0] * 3, name=f"textures/{split}", class_names=texture_class_names())
+    return ArrayDataset(
+        images,
+        labels,
+        num_classes=len(TEXTURE_CLASS_AXES),
+        mean=[128.0] * 3,
+        std=[45.0] * 3,
+        name=f"textures/{split}",
+        class_names=texture_class_names(),
+    )

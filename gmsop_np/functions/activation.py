@@ -10,6 +10,7 @@ Numerical stability:
   never overflow: softplus(1000) = 1000, softplus(-1000) = 0 (eqs. (3), (5)).
 * ``softmax`` / ``log_softmax`` subtract the row maximum first (eq. (9)).
 """
+
 from __future__ import annotations
 
 import numpy as np  # host random numbers for dropout masks (never inside forward/backward)
@@ -36,7 +37,7 @@ class ReLU(Function):
 
     def backward(self, gy):
         y = self.output().data
-        return gy * Tensor((y > 0).astype(y.dtype))              # eq. (2)
+        return gy * Tensor((y > 0).astype(y.dtype))  # eq. (2)
 
 
 def relu(x):
@@ -47,7 +48,7 @@ def relu(x):
 # ----- sigmoid ------------------------------------------------------------------------
 def _stable_sigmoid(xp, x):
     """1 / (1 + e^{-x}) computed from e^{-|x|} only, so it cannot overflow."""
-    e = xp.exp(-xp.abs(x))                                      # in (0, 1]
+    e = xp.exp(-xp.abs(x))  # in (0, 1]
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
@@ -60,11 +61,11 @@ class Sigmoid(Function):
     """
 
     def forward(self, x):
-        return _stable_sigmoid(get_array_module(x), x)           # eq. (3)
+        return _stable_sigmoid(get_array_module(x), x)  # eq. (3)
 
     def backward(self, gy):
         y = self.output()
-        return gy * y * (1 - y)                                  # eq. (4)
+        return gy * y * (1 - y)  # eq. (4)
 
 
 def sigmoid(x):
@@ -84,10 +85,10 @@ class Softplus(Function):
     def forward(self, x):
         xp = get_array_module(x)
         zero = xp.asarray(0, dtype=x.dtype)
-        return xp.maximum(x, zero) + xp.log1p(xp.exp(-xp.abs(x)))   # eq. (5)
+        return xp.maximum(x, zero) + xp.log1p(xp.exp(-xp.abs(x)))  # eq. (5)
 
     def backward(self, gy):
-        return gy * sigmoid(self.inputs[0])                      # eq. (6)
+        return gy * sigmoid(self.inputs[0])  # eq. (6)
 
 
 def softplus(x):
@@ -105,13 +106,13 @@ class Dropout(Function):
     """
 
     def __init__(self, scaled_mask):
-        self.scaled_mask = scaled_mask                           # m / (1 - p), x's dtype
+        self.scaled_mask = scaled_mask  # m / (1 - p), x's dtype
 
     def forward(self, x):
-        return x * self.scaled_mask                              # eq. (7)
+        return x * self.scaled_mask  # eq. (7)
 
     def backward(self, gy):
-        return gy * Tensor(self.scaled_mask)                     # eq. (8)
+        return gy * Tensor(self.scaled_mask)  # eq. (8)
 
 
 def dropout(x, p=0.5, training=True, rng=None, mask=None):
@@ -142,14 +143,15 @@ def dropout(x, p=0.5, training=True, rng=None, mask=None):
         if rng is None:
             rng = np.random.default_rng()
         if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"dropout: rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
-                            f"got {type(rng).__name__}")
-        mask = rng.random(x.shape) >= p                          # keep with probability 1 - p
+            raise TypeError(
+                f"dropout: rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
+            )
+        mask = rng.random(x.shape) >= p  # keep with probability 1 - p
     mask = mask.data if isinstance(mask, Tensor) else mask
     if tuple(mask.shape) != x.shape:
         raise ValueError(f"dropout: mask has shape {tuple(mask.shape)} but x has shape {x.shape}")
     if get_array_module(mask) is not xp:
-        mask = xp.asarray(mask)                                  # host -> device when x is on the GPU
+        mask = xp.asarray(mask)  # host -> device when x is on the GPU
     scale = 1.0 / (1.0 - p)
     scaled_mask = mask.astype(x.dtype) * xp.asarray(scale, dtype=x.dtype)
     return Dropout(scaled_mask)(x)
@@ -169,12 +171,12 @@ class Softmax(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))     # eq. (9): exponent <= 0
+        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))  # eq. (9): exponent <= 0
         return e / e.sum(axis=self.axis, keepdims=True)
 
     def backward(self, gy):
         y = self.output()
-        return y * (gy - sum(gy * y, axis=self.axis, keepdims=True))   # eq. (10)
+        return y * (gy - sum(gy * y, axis=self.axis, keepdims=True))  # eq. (10)
 
 
 class LogSoftmax(Function):
@@ -191,11 +193,11 @@ class LogSoftmax(Function):
     def forward(self, x):
         xp = get_array_module(x)
         shifted = x - x.max(axis=self.axis, keepdims=True)
-        return shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))   # eq. (11)
+        return shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))  # eq. (11)
 
     def backward(self, gy):
-        softmax_x = exp(self.output())                           # e^{log softmax} = softmax
-        return gy - softmax_x * sum(gy, axis=self.axis, keepdims=True)        # eq. (12)
+        softmax_x = exp(self.output())  # e^{log softmax} = softmax
+        return gy - softmax_x * sum(gy, axis=self.axis, keepdims=True)  # eq. (12)
 
 
 def _check_axis(x, axis, name):

@@ -8,15 +8,37 @@ Broadcasting follows NumPy. When an input was broadcast in forward, its
 gradient is summed back to the input's shape (``sum_to``): the adjoint of
 "copy along an axis" is "sum along that axis" (derivations/01_autodiff.md, eq. (5)).
 """
+
 from __future__ import annotations
 
 from ..backend import get_array_module, scatter_add
 from ..core import Function, Tensor, as_tensor
 
 __all__ = [
-    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "abs",
-    "matmul", "sum", "mean", "max", "reshape", "transpose", "swapaxes",
-    "broadcast_to", "sum_to", "getitem", "concatenate", "stack", "where", "clip",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "neg",
+    "pow",
+    "exp",
+    "log",
+    "sqrt",
+    "abs",
+    "matmul",
+    "sum",
+    "mean",
+    "max",
+    "reshape",
+    "transpose",
+    "swapaxes",
+    "broadcast_to",
+    "sum_to",
+    "getitem",
+    "concatenate",
+    "stack",
+    "where",
+    "clip",
 ]
 
 
@@ -159,7 +181,7 @@ class Pow(Function):
         self.c = c
 
     def forward(self, x):
-        return x ** self.c
+        return x**self.c
 
     def backward(self, gy):
         x = self.inputs[0]

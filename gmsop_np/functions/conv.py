@@ -22,6 +22,7 @@ Speed notes (why the code looks the way it does):
 * The columns are kept from forward for backward (memory for speed: about
   ``kh*kw`` times the input's size per convolution while the graph is alive).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,12 +31,13 @@ from ..backend import get_array_module
 from ..core import Function, as_tensor
 from .basic import matmul, sum, swapaxes
 
-__all__ = ["conv2d", "linear"]   # im2col / col2im / conv_output_size: raw-array helpers, import from here
+__all__ = ["conv2d", "linear"]  # im2col / col2im / conv_output_size: raw-array helpers, import from here
 
 
 # ----- helpers ------------------------------------------------------------------------
 def _pair(value, name, minimum):
     """An int or a pair of ints -> a pair of ints (each >= ``minimum``)."""
+
     def is_int(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
@@ -59,7 +61,7 @@ def _pad(x, ph, pw):
     xp = get_array_module(x)
     B, C, H, W = x.shape
     padded = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
-    padded[:, :, ph:ph + H, pw:pw + W] = x
+    padded[:, :, ph : ph + H, pw : pw + W] = x
     return padded
 
 
@@ -77,9 +79,9 @@ def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0)):
     # exactly the layout the matrix product wants
     x_pad = _pad(x, ph, pw).transpose(1, 0, 2, 3)
     cols = xp.empty((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
-    for i in range(kh):          # loop over kernel offsets only (kh*kw slices,
-        for j in range(kw):      # each a strided copy of the whole batch)
-            cols[:, i, j] = x_pad[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw]
+    for i in range(kh):  # loop over kernel offsets only (kh*kw slices,
+        for j in range(kw):  # each a strided copy of the whole batch)
+            cols[:, i, j] = x_pad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw]
     return cols
 
 
@@ -95,11 +97,11 @@ def col2im(cols, x_shape, stride=(1, 1), padding=(0, 0)):
     C, kh, kw, B, Ho, Wo = cols.shape
     _, _, H, W = x_shape
     gx_pad = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
-    gx_pad_t = gx_pad.transpose(1, 0, 2, 3)   # a view in the columns' (C, B, ...) order
+    gx_pad_t = gx_pad.transpose(1, 0, 2, 3)  # a view in the columns' (C, B, ...) order
     for i in range(kh):
         for j in range(kw):
-            gx_pad_t[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw] += cols[:, i, j]
-    return gx_pad[:, :, ph:ph + H, pw:pw + W]
+            gx_pad_t[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += cols[:, i, j]
+    return gx_pad[:, :, ph : ph + H, pw : pw + W]
 
 
 # ----- convolution ------------------------------------------------------------------------
@@ -113,7 +115,7 @@ class Conv2d(Function):
     See derivations/02_convolution.md, eq. (3) (forward) and eqs. (4)-(7) (VJP).
     """
 
-    differentiable_backward = False   # kernel-style: im2col / col2im on raw arrays
+    differentiable_backward = False  # kernel-style: im2col / col2im on raw arrays
 
     def __init__(self, stride, padding):
         self.stride, self.padding = stride, padding
@@ -123,10 +125,10 @@ class Conv2d(Function):
         B = x.shape[0]
         C_out, C_in, kh, kw = W.shape
         self.x_shape = x.shape
-        cols = im2col(x, kh, kw, self.stride, self.padding)           # eq. (2)
+        cols = im2col(x, kh, kw, self.stride, self.padding)  # eq. (2)
         _, _, _, _, Ho, Wo = cols.shape
-        self.cols = cols.reshape(C_in * kh * kw, B * Ho * Wo)          # saved for eq. (4)
-        y = xp.matmul(W.reshape(C_out, -1), self.cols)                 # eq. (3): (C_out, B Ho Wo)
+        self.cols = cols.reshape(C_in * kh * kw, B * Ho * Wo)  # saved for eq. (4)
+        y = xp.matmul(W.reshape(C_out, -1), self.cols)  # eq. (3): (C_out, B Ho Wo)
         if b is not None:
             y += b[:, None]
         # (C_out, B, Ho, Wo) -> NCHW, made contiguous for the layers that follow
@@ -142,13 +144,13 @@ class Conv2d(Function):
         G = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(C_out, -1)
         gx = gW = gb = None
         if need_W:
-            gW = xp.matmul(G, self.cols.T).reshape(W.shape)            # eq. (4)
+            gW = xp.matmul(G, self.cols.T).reshape(W.shape)  # eq. (4)
         if need_b:
-            gb = G.sum(axis=1)                                         # eq. (5)
+            gb = G.sum(axis=1)  # eq. (5)
         if need_x:
             C_in, kh, kw = W.shape[1:]
             B, _, Ho, Wo = gy.shape
-            g_cols = xp.matmul(W.reshape(C_out, -1).T, G)              # eq. (6)
+            g_cols = xp.matmul(W.reshape(C_out, -1).T, G)  # eq. (6)
             g_cols = g_cols.reshape(C_in, kh, kw, B, Ho, Wo)
             gx = col2im(g_cols, self.x_shape, self.stride, self.padding)  # eq. (7)
         return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
@@ -172,11 +174,11 @@ class Conv2d1x1(Function):
         xp = get_array_module(x, W)
         sh, sw = self.stride
         self.x_shape = x.shape
-        x_s = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x   # a strided 1x1 conv samples pixels
+        x_s = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x  # a strided 1x1 conv samples pixels
         B, C_in, Ho, Wo = x_s.shape
         self.x_flat = xp.ascontiguousarray(x_s).reshape(B, C_in, Ho * Wo)
         W_mat = W.reshape(W.shape[0], C_in)
-        y = xp.matmul(W_mat, self.x_flat)                             # (B, C_out, Ho Wo)
+        y = xp.matmul(W_mat, self.x_flat)  # (B, C_out, Ho Wo)
         if b is not None:
             y += b[:, None]
         return y.reshape(B, W.shape[0], Ho, Wo)
@@ -199,7 +201,7 @@ class Conv2d1x1(Function):
             sh, sw = self.stride
             if (sh, sw) == (1, 1):
                 gx = gx_s
-            else:   # pixels skipped by the stride get zero gradient
+            else:  # pixels skipped by the stride get zero gradient
                 gx = xp.zeros(self.x_shape, dtype=gy.dtype)
                 gx[:, :, ::sh, ::sw] = gx_s
         return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
@@ -221,24 +223,29 @@ def conv2d(x, W, b=None, stride=1, padding=0):
     stride = _pair(stride, "stride", 1)
     padding = _pair(padding, "padding", 0)
     if x.ndim != 4:
-        raise ValueError(f"conv2d expects x of shape (B, C, H, W), got shape {x.shape}; "
-                         "add a batch axis with x.reshape(1, *x.shape) for one image")
+        raise ValueError(
+            f"conv2d expects x of shape (B, C, H, W), got shape {x.shape}; "
+            "add a batch axis with x.reshape(1, *x.shape) for one image"
+        )
     if W.ndim != 4:
         raise ValueError(f"conv2d expects W of shape (C_out, C_in, kh, kw), got shape {W.shape}")
     if x.shape[1] != W.shape[1]:
-        raise ValueError(f"conv2d: x has {x.shape[1]} channels but W expects C_in = {W.shape[1]} "
-                         f"(x {x.shape}, W {W.shape})")
+        raise ValueError(
+            f"conv2d: x has {x.shape[1]} channels but W expects C_in = {W.shape[1]} (x {x.shape}, W {W.shape})"
+        )
     kh, kw = W.shape[2:]
     Ho = conv_output_size(x.shape[2], kh, stride[0], padding[0])
     Wo = conv_output_size(x.shape[3], kw, stride[1], padding[1])
     if Ho < 1 or Wo < 1:
-        raise ValueError(f"conv2d: a {kh}x{kw} kernel does not fit the {x.shape[2]}x{x.shape[3]} input "
-                         f"with padding {padding}; increase padding or use a smaller kernel")
+        raise ValueError(
+            f"conv2d: a {kh}x{kw} kernel does not fit the {x.shape[2]}x{x.shape[3]} input "
+            f"with padding {padding}; increase padding or use a smaller kernel"
+        )
     inputs = (x, W) if b is None else (x, W, as_tensor(b))
     if b is not None and inputs[2].shape != (W.shape[0],):
         raise ValueError(f"conv2d: bias must have shape ({W.shape[0]},), got {inputs[2].shape}")
     if (kh, kw) == (1, 1) and padding == (0, 0):
-        return Conv2d1x1(stride)(*inputs)                              # eq. (8): no im2col
+        return Conv2d1x1(stride)(*inputs)  # eq. (8): no im2col
     return Conv2d(stride, padding)(*inputs)
 
 
@@ -274,11 +281,14 @@ def linear(x, W, b=None):
     """``y = x W^T + b`` with x (B, in), W (out, in) (PyTorch's layout), b (out,) or None."""
     x, W = as_tensor(x), as_tensor(W)
     if x.ndim != 2 or W.ndim != 2:
-        raise ValueError(f"linear expects x (B, in) and W (out, in), got shapes {x.shape} and {W.shape}; "
-                         "flatten feature maps first with x.reshape(B, -1)")
+        raise ValueError(
+            f"linear expects x (B, in) and W (out, in), got shapes {x.shape} and {W.shape}; "
+            "flatten feature maps first with x.reshape(B, -1)"
+        )
     if x.shape[1] != W.shape[1]:
-        raise ValueError(f"linear: x has {x.shape[1]} features but W expects in = {W.shape[1]} "
-                         f"(x {x.shape}, W {W.shape})")
+        raise ValueError(
+            f"linear: x has {x.shape[1]} features but W expects in = {W.shape[1]} (x {x.shape}, W {W.shape})"
+        )
     if b is None:
         return Linear()(x, W)
     b = as_tensor(b)

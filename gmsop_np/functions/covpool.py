@@ -12,6 +12,7 @@ O(L²C) time, so we centre by subtracting the mean instead (same result).
 
 Derivation: derivations/05_covariance_pooling.md, eqs. (1)-(4).
 """
+
 from __future__ import annotations
 
 from ..backend import get_array_module
@@ -36,8 +37,8 @@ class CovPool(Function):
         xp = get_array_module(x)
         b, c, h, w = x.shape
         length = h * w
-        features = x.reshape(b, c, length)                       # (B, C, L): column l = position l
-        centred = features - features.mean(axis=2, keepdims=True)   # eq. (1): X_c = X − μ1ᵀ
+        features = x.reshape(b, c, length)  # (B, C, L): column l = position l
+        centred = features - features.mean(axis=2, keepdims=True)  # eq. (1): X_c = X − μ1ᵀ
         # eq. (2): Σ = (1/L) X_c X_cᵀ  (batched matmul, never the L×L centring matrix)
         sigma = xp.matmul(centred, xp.swapaxes(centred, 1, 2))
         return sigma / xp.asarray(length, dtype=x.dtype)

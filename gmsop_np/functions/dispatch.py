@@ -21,6 +21,7 @@ The scheme (derivations/10_dispatch.md):
 Dispatch is driven by the selected *indices*, never by ``weights > 0``: a
 weight that underflows to 0 must not silently drop a component.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,16 @@ from ..backend import get_array_module, to_cpu
 from ..core import Function, Tensor, as_tensor
 from . import basic
 
-__all__ = ["DispatchPlan", "make_dispatch_plan", "permute_rows", "dispatch", "combine",
-           "select_slot_weights", "split_rows", "sparse_mixture"]
+__all__ = [
+    "DispatchPlan",
+    "make_dispatch_plan",
+    "permute_rows",
+    "dispatch",
+    "combine",
+    "select_slot_weights",
+    "split_rows",
+    "sparse_mixture",
+]
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,11 @@ class DispatchPlan:
 
     def slices(self):
         """(component, slice) for every component that received at least one row."""
-        return [(i, slice(int(self.offsets[i]), int(self.offsets[i + 1])))
-                for i in range(self.num_components) if self.counts[i] > 0]
+        return [
+            (i, slice(int(self.offsets[i]), int(self.offsets[i + 1])))
+            for i in range(self.num_components)
+            if self.counts[i] > 0
+        ]
 
 
 def make_dispatch_plan(indices, num_components: int) -> DispatchPlan:
@@ -80,13 +92,13 @@ def make_dispatch_plan(indices, num_components: int) -> DispatchPlan:
     xp = get_array_module(idx)
     idx = xp.asarray(idx)
     if idx.ndim != 2 or idx.dtype.kind not in "iu":
-        raise ValueError(f"indices must be a (B, K) integer array, got shape {tuple(idx.shape)} "
-                         f"and dtype {idx.dtype}")
+        raise ValueError(f"indices must be a (B, K) integer array, got shape {tuple(idx.shape)} and dtype {idx.dtype}")
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_components):
-        raise ValueError(f"indices must lie in [0, {num_components}), got values in "
-                         f"[{int(idx.min())}, {int(idx.max())}]")
+        raise ValueError(
+            f"indices must lie in [0, {num_components}), got values in [{int(idx.min())}, {int(idx.max())}]"
+        )
     flat = idx.reshape(-1)
-    order = xp.argsort(flat, kind="stable")        # rows of one component stay in sample order
+    order = xp.argsort(flat, kind="stable")  # rows of one component stay in sample order
     inverse = xp.empty_like(order)
     inverse[order] = xp.arange(order.shape[0], dtype=order.dtype)
     counts = to_cpu(xp.bincount(flat, minlength=num_components)).astype(np.int64)
@@ -141,8 +153,10 @@ def dispatch(x, plan: DispatchPlan):
     """
     x = as_tensor(x)
     if x.shape[0] != plan.batch_size:
-        raise ValueError(f"dispatch: x has batch size {x.shape[0]} but the gate routed "
-                         f"{plan.batch_size} samples; feed the gate and the components the same batch")
+        raise ValueError(
+            f"dispatch: x has batch size {x.shape[0]} but the gate routed "
+            f"{plan.batch_size} samples; feed the gate and the components the same batch"
+        )
     return permute_rows(_repeat_slots(x, plan.k), plan.order, plan.inverse)
 
 
@@ -237,11 +251,13 @@ def combine(y, weights, plan: DispatchPlan):
     if y.shape[0] != b * k:
         raise ValueError(f"combine: expected {b * k} rows (B*K = {b}*{k}), got {y.shape[0]}")
     if weights.shape[0] != b:
-        raise ValueError(f"combine: weights have batch size {weights.shape[0]} but the plan routes {b} "
-                         "samples; feed the gate and the components the same batch")
+        raise ValueError(
+            f"combine: weights have batch size {weights.shape[0]} but the plan routes {b} "
+            "samples; feed the gate and the components the same batch"
+        )
     rest = tuple(y.shape[1:])
     slots = basic.reshape(permute_rows(y, plan.inverse, plan.order), (b, k) + rest)  # undo the sort
-    ws = select_slot_weights(weights, plan.indices)                                   # (B, K)
+    ws = select_slot_weights(weights, plan.indices)  # (B, K)
     ws = basic.reshape(ws, (b, k) + (1,) * len(rest))
     return basic.sum(slots * ws, axis=1)
 
@@ -269,8 +285,10 @@ def sparse_mixture(x, weights, indices, components, tail=None):
     if weights.ndim != 2:
         raise ValueError(f"weights must be (B, N), got shape {tuple(weights.shape)}")
     if x.shape[0] != weights.shape[0]:
-        raise ValueError(f"the gate produced weights for {weights.shape[0]} samples but the components "
-                         f"got {x.shape[0]}; feed the gate and the components the same batch")
+        raise ValueError(
+            f"the gate produced weights for {weights.shape[0]} samples but the components "
+            f"got {x.shape[0]}; feed the gate and the components the same batch"
+        )
     n = weights.shape[1]
     if len(components) != n:
         raise ValueError(f"{len(components)} components given for N = {n} gate weights")

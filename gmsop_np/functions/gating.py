@@ -11,6 +11,7 @@ so runs are reproducible and NumPy / CuPy runs see the same numbers.
 
 Derivations: derivations/08_gating.md (Eqs. 2-3) and derivations/09_balance_loss.md (Eq. 4).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,15 +34,15 @@ def _data(x):
 
 
 # ----- noisy logits (Eq. 2) ---------------------------------------------------------------
-def draw_gate_noise(rng: np.random.Generator, batch_size: int, num_components: int,
-                    mode: str = "shared") -> np.ndarray:
+def draw_gate_noise(rng: np.random.Generator, batch_size: int, num_components: int, mode: str = "shared") -> np.ndarray:
     """gamma ~ N(0, 1) drawn on the host: (B, 1) for ``mode="shared"``, (B, N) for "independent".
 
     The (B, 1) column broadcasts over the N logits in ``noisy_gate_logits``.
     """
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}; "
-                        "use numpy.random.default_rng(seed)")
+        raise TypeError(
+            f"rng must be a numpy.random.Generator, got {type(rng).__name__}; use numpy.random.default_rng(seed)"
+        )
     if mode not in NOISE_MODES:
         raise ValueError(f"unknown noise mode {mode!r}; choose one of {NOISE_MODES}")
     return rng.standard_normal((batch_size, 1 if mode == "shared" else num_components))
@@ -58,7 +59,7 @@ def noisy_gate_logits(u, W_g, W_n=None, noise=None):
     """
     u, W_g = as_tensor(u), as_tensor(W_g)
     _check_gate_shapes(u, W_g, "W_g")
-    clean = basic.matmul(u, basic.transpose(W_g))            # (B, N)
+    clean = basic.matmul(u, basic.transpose(W_g))  # (B, N)
     if noise is None:
         return clean
     if W_n is None:
@@ -72,11 +73,13 @@ def noisy_gate_logits(u, W_g, W_n=None, noise=None):
 
 def _check_gate_shapes(u, W, name):
     if u.ndim != 2:
-        raise ValueError(f"gating features u must be (B, D), got shape {tuple(u.shape)}; "
-                         "flatten the pooled features first")
+        raise ValueError(
+            f"gating features u must be (B, D), got shape {tuple(u.shape)}; flatten the pooled features first"
+        )
     if W.ndim != 2 or W.shape[1] != u.shape[1]:
-        raise ValueError(f"{name} must be (N, D) with D = {u.shape[1]} (the feature size of u), "
-                         f"got shape {tuple(W.shape)}")
+        raise ValueError(
+            f"{name} must be (N, D) with D = {u.shape[1]} (the feature size of u), got shape {tuple(W.shape)}"
+        )
 
 
 def _noise_array(noise, u, num_components):
@@ -85,8 +88,10 @@ def _noise_array(noise, u, num_components):
     gamma = xp.asarray(_data(noise), dtype=u.dtype)
     batch = u.shape[0]
     if gamma.shape not in ((batch, 1), (batch, num_components)):
-        raise ValueError(f"noise must have shape ({batch}, 1) (shared) or ({batch}, {num_components}) "
-                         f"(independent), got {tuple(gamma.shape)}")
+        raise ValueError(
+            f"noise must have shape ({batch}, 1) (shared) or ({batch}, {num_components}) "
+            f"(independent), got {tuple(gamma.shape)}"
+        )
     return gamma
 
 
@@ -120,7 +125,7 @@ class TopKSoftmax(Function):
             visit = xp.argsort(xp.asarray(self.tie_break), axis=1)
             order = visit[rows, xp.argsort(-logits[rows, visit], axis=1, kind="stable")]
         self.indices = order[:, : self.k]
-        selected = logits[rows, self.indices]                   # (B, K), descending
+        selected = logits[rows, self.indices]  # (B, K), descending
         # eq. (5): subtract the row maximum (the first selected logit) so exp cannot overflow
         e = xp.exp(selected - selected[:, :1])
         w = xp.zeros_like(logits)
@@ -157,17 +162,20 @@ def topk_softmax(logits, k, tie_break=None):
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
     if not 2 <= k <= n:
-        raise ValueError(f"k must satisfy 2 <= k <= N = {n}, got k = {k}; with k = 1 the softmax is "
-                         "identically 1 and the gate would never receive a gradient")
+        raise ValueError(
+            f"k must satisfy 2 <= k <= N = {n}, got k = {k}; with k = 1 the softmax is "
+            "identically 1 and the gate would never receive a gradient"
+        )
     xp = get_array_module(logits)
     if logits.dtype.kind != "f":
         raise TypeError(f"logits must be floating point, got {logits.dtype}")
     if not bool(xp.isfinite(logits.data).all()):
-        raise ValueError("logits contain NaN or infinite values; check the gating features and "
-                         "weights (a NaN often comes from an exploding learning rate)")
+        raise ValueError(
+            "logits contain NaN or infinite values; check the gating features and "
+            "weights (a NaN often comes from an exploding learning rate)"
+        )
     if tie_break is not None and tuple(tie_break.shape) != tuple(logits.shape):
-        raise ValueError(f"tie_break must have the logits' shape {tuple(logits.shape)}, "
-                         f"got {tuple(tie_break.shape)}")
+        raise ValueError(f"tie_break must have the logits' shape {tuple(logits.shape)}, got {tuple(tie_break.shape)}")
     fn = TopKSoftmax(int(k), tie_break)
     weights = fn(logits)
     return weights, Tensor(fn.indices)
@@ -189,7 +197,7 @@ class BalanceLoss(Function):
 
     def forward(self, w):
         xp = get_array_module(w)
-        v = w.sum(axis=0)                                     # eq. (1): importance of each component
+        v = w.sum(axis=0)  # eq. (1): importance of each component
         mu = v.mean()
         var = ((v - mu) ** 2).sum() / (v.shape[0] - self.ddof)
         return xp.asarray(self.alpha * var / mu**2, dtype=w.dtype)

@@ -7,6 +7,7 @@ PyTorch's ``cross_entropy``. The official GM-SOP release *sums* over the batch
 and divides every gradient by B instead (SPEC §2); ``reduction="sum"`` gives
 that sum when a caller wants it.
 """
+
 from __future__ import annotations
 
 from ..backend import default_xp, get_array_module, to_cpu
@@ -35,10 +36,10 @@ class SoftmaxCrossEntropy(Function):
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp_shifted = xp.exp(shifted)
         sum_exp = exp_shifted.sum(axis=1, keepdims=True)
-        self.probs = exp_shifted / sum_exp                                  # softmax, for eq. (14)
+        self.probs = exp_shifted / sum_exp  # softmax, for eq. (14)
         rows = xp.arange(B)
-        log_p_label = shifted[rows, labels] - xp.log(sum_exp[:, 0])        # log-softmax at t_b
-        loss = -log_p_label.sum()                                           # eq. (13)
+        log_p_label = shifted[rows, labels] - xp.log(sum_exp[:, 0])  # log-softmax at t_b
+        loss = -log_p_label.sum()  # eq. (13)
         if self.reduction == "mean":
             loss = loss / B
         return xp.asarray(loss, dtype=logits.dtype)
@@ -48,9 +49,9 @@ class SoftmaxCrossEntropy(Function):
         labels = self.inputs[1].data
         B = self.probs.shape[0]
         g_logits = self.probs.copy()
-        g_logits[xp.arange(B), labels] -= 1                                 # softmax - onehot
+        g_logits[xp.arange(B), labels] -= 1  # softmax - onehot
         scale = gloss / B if self.reduction == "mean" else gloss
-        return g_logits * scale, None                                       # eq. (14); no label grad
+        return g_logits * scale, None  # eq. (14); no label grad
 
 
 def _check_labels(logits, labels, name):
@@ -60,16 +61,19 @@ def _check_labels(logits, labels, name):
         labels = Tensor(labels if hasattr(labels, "dtype") else default_xp().asarray(labels))
     B, N = logits.shape
     if labels.dtype.kind not in "iu":
-        raise TypeError(f"{name}: labels must be integers (class indices), got dtype {labels.dtype}; "
-                        "convert with labels.astype(int)")
+        raise TypeError(
+            f"{name}: labels must be integers (class indices), got dtype {labels.dtype}; "
+            "convert with labels.astype(int)"
+        )
     if labels.shape != (B,):
-        raise ValueError(f"{name}: labels must have shape ({B},) to match logits {logits.shape}, "
-                         f"got {labels.shape}")
+        raise ValueError(f"{name}: labels must have shape ({B},) to match logits {logits.shape}, got {labels.shape}")
     lo, hi = int(labels.data.min()), int(labels.data.max())
     if lo < 0 or hi >= N:
         bad = lo if lo < 0 else hi
-        raise ValueError(f"{name}: label {bad} is out of range for {N} classes (labels must be in "
-                         f"0..{N - 1}); check the dataset's class count and the classifier's width")
+        raise ValueError(
+            f"{name}: label {bad} is out of range for {N} classes (labels must be in "
+            f"0..{N - 1}); check the dataset's class count and the classifier's width"
+        )
     return labels
 
 
@@ -112,6 +116,6 @@ def topk_error(logits, labels, k=1):
     z, t = logits.data, labels.data
     B, N = z.shape
     label_logit = z[xp.arange(B), t][:, None]
-    before = xp.arange(N)[None, :] < t[:, None]                 # index-based tie break
+    before = xp.arange(N)[None, :] < t[:, None]  # index-based tie break
     rank = (z > label_logit).sum(axis=1) + ((z == label_logit) & before).sum(axis=1)
     return float(to_cpu((rank >= k).mean()))

@@ -14,6 +14,7 @@ keep the input's dtype, and have hand-written (kernel-style) backwards.
 
 Derivations: derivations/06_newton_schulz.md and derivations/07_eig_sqrt.md.
 """
+
 from __future__ import annotations
 
 from ..backend import get_array_module, to_cpu
@@ -57,7 +58,8 @@ class NewtonSchulzSqrt(Function):
       eq. (6)  post-compensation  $C = \\sqrt{t}\\, P$.
     VJP: eqs. (10)-(16) -- the reverse recursion over the stored Y_k, Z_k, T_k,
     then through eqs. (6) and (1):
-      $\\bar\\Sigma = \\bar A / t + (\\langle \\bar C, P\\rangle / (2\\sqrt t) - \\langle \\bar A, \\Sigma\\rangle / t^2) I$  (eq. (16)),
+      $\\bar\\Sigma = \\bar A / t + (\\langle \\bar C, P\\rangle / (2\\sqrt t)
+      - \\langle \\bar A, \\Sigma\\rangle / t^2) I$  (eq. (16)),
     with $\\bar A$ NOT transposed (the known trap, derivations/06_newton_schulz.md §5).
 
     See derivations/06_newton_schulz.md, eq. (7) for what N steps compute (the scalar
@@ -69,7 +71,7 @@ class NewtonSchulzSqrt(Function):
     perturbations that finite differences apply.
     """
 
-    differentiable_backward = False   # kernel-style: raw arrays in backward
+    differentiable_backward = False  # kernel-style: raw arrays in backward
 
     def __init__(self, num_iters, eps):
         self.num_iters, self.eps = num_iters, eps
@@ -83,17 +85,17 @@ class NewtonSchulzSqrt(Function):
         half = xp.asarray(0.5, dtype=dtype)
 
         t = _batch_trace(xp, sigma)[:, None, None] + xp.asarray(self.eps, dtype=dtype)
-        a = sigma / t                                             # eq. (1)
+        a = sigma / t  # eq. (1)
         self.t, self.a = t, a
         self.ys, self.zs, self.ts = [], [], []
         if self.num_iters == 1:
-            p = half * xp.matmul(a, three_eye - a)                # eq. (2)
+            p = half * xp.matmul(a, three_eye - a)  # eq. (2)
         else:
-            z = half * (three_eye - a)                            # eq. (3)
+            z = half * (three_eye - a)  # eq. (3)
             y = xp.matmul(a, z)
             self.ys.append(y)
             self.zs.append(z)
-            for _ in range(2, self.num_iters):                    # eq. (4), k = 2 .. N-1
+            for _ in range(2, self.num_iters):  # eq. (4), k = 2 .. N-1
                 tk = half * (three_eye - xp.matmul(z, y))
                 y, z = xp.matmul(y, tk), xp.matmul(tk, z)
                 self.ts.append(tk)
@@ -101,16 +103,16 @@ class NewtonSchulzSqrt(Function):
                 self.zs.append(z)
             p = half * xp.matmul(y, three_eye - xp.matmul(z, y))  # eq. (5)
         self.p = p
-        return xp.sqrt(t) * p                                     # eq. (6)
+        return xp.sqrt(t) * p  # eq. (6)
 
     # -- backward ------------------------------------------------------------------------------
     def backward(self, gc):
         xp = get_array_module(gc)
         sqrt_t = xp.sqrt(self.t)
-        gp = sqrt_t * gc                                          # eq. (10): through C = √t P
-        gt = _inner(gc, self.p) / (2 * sqrt_t)                    # eq. (11): ∂ℓ/∂t from √t
-        ga = self._backprop_iterations(gp)                        # eqs. (12)-(15)
-        return self._backprop_pre_normalisation(ga, gt)           # eq. (16)
+        gp = sqrt_t * gc  # eq. (10): through C = √t P
+        gt = _inner(gc, self.p) / (2 * sqrt_t)  # eq. (11): ∂ℓ/∂t from √t
+        ga = self._backprop_iterations(gp)  # eqs. (12)-(15)
+        return self._backprop_pre_normalisation(ga, gt)  # eq. (16)
 
     def _backprop_iterations(self, gp):
         """∂ℓ/∂A from ∂ℓ/∂P: the iteration run backwards over the stored Y_k, Z_k, T_k."""
@@ -131,8 +133,10 @@ class NewtonSchulzSqrt(Function):
         for k in range(len(self.ts) - 1, -1, -1):
             y_prev, z_prev, tk = self.ys[k], self.zs[k], self.ts[k]
             gtk = xp.matmul(_mT(y_prev), gy) + xp.matmul(gz, _mT(z_prev))
-            gy, gz = (xp.matmul(gy, _mT(tk)) - 0.5 * xp.matmul(_mT(z_prev), gtk),
-                      xp.matmul(_mT(tk), gz) - 0.5 * xp.matmul(gtk, _mT(y_prev)))
+            gy, gz = (
+                xp.matmul(gy, _mT(tk)) - 0.5 * xp.matmul(_mT(z_prev), gtk),
+                xp.matmul(_mT(tk), gz) - 0.5 * xp.matmul(gtk, _mT(y_prev)),
+            )
 
         # eq. (15): first step Y_1 = A Z_1, Z_1 = 3/2 I − 1/2 A
         gz1 = gz + xp.matmul(_mT(a), gy)
@@ -146,7 +150,7 @@ class NewtonSchulzSqrt(Function):
         """
         xp = get_array_module(ga)
         eye = xp.eye(ga.shape[-1], dtype=ga.dtype)
-        g_trace = gt - _inner(ga, self.a) / self.t                # total ∂ℓ/∂t
+        g_trace = gt - _inner(ga, self.a) / self.t  # total ∂ℓ/∂t
         return ga / self.t + g_trace * eye
 
 
@@ -176,16 +180,16 @@ class EigSqrt(Function):
         is infinite; those entries of the gradient are set to 0 (eq. (9)).
     """
 
-    differentiable_backward = False   # kernel-style: raw arrays in backward
+    differentiable_backward = False  # kernel-style: raw arrays in backward
 
     def forward(self, a):
         xp = get_array_module(a)
-        sym = 0.5 * (a + _mT(a))                                  # eq. (1)
+        sym = 0.5 * (a + _mT(a))  # eq. (1)
         lam, u = xp.linalg.eigh(sym)
-        lam = xp.maximum(lam, xp.asarray(0, dtype=lam.dtype))     # eq. (2)
+        lam = xp.maximum(lam, xp.asarray(0, dtype=lam.dtype))  # eq. (2)
         s = xp.sqrt(lam)
         self.u, self.lam, self.s = u, lam, s
-        return xp.matmul(u * s[:, None, :], _mT(u))               # eq. (3): U diag(s) Uᵀ
+        return xp.matmul(u * s[:, None, :], _mT(u))  # eq. (3): U diag(s) Uᵀ
 
     def backward(self, gc):
         xp = get_array_module(gc)
@@ -194,25 +198,25 @@ class EigSqrt(Function):
         zero = xp.asarray(0, dtype=dtype)
 
         gsym = 0.5 * (gc + _mT(gc))
-        m = xp.matmul(_mT(u), xp.matmul(gsym, u))                 # eq. (4): M = Uᵀ sym(C̄) U
-        ut_gu = 2 * m * s[:, None, :]                             # eq. (5): Uᵀ Ū = 2 M Λ^{1/2}
+        m = xp.matmul(_mT(u), xp.matmul(gsym, u))  # eq. (4): M = Uᵀ sym(C̄) U
+        ut_gu = 2 * m * s[:, None, :]  # eq. (5): Uᵀ Ū = 2 M Λ^{1/2}
         s_pos = s > 0
         g_lam = xp.where(s_pos, xp.diagonal(m, axis1=-2, axis2=-1) / (2 * xp.where(s_pos, s, 1)), zero)  # eq. (6)
 
-        diff = lam[:, :, None] - lam[:, None, :]                  # λ_i − λ_j
+        diff = lam[:, :, None] - lam[:, None, :]  # λ_i − λ_j
         tol = (xp.finfo(dtype).eps ** 0.5) * xp.abs(lam).max(axis=-1)[:, None, None]
         distinct = xp.abs(diff) > tol
-        k = xp.where(distinct, 1 / xp.where(distinct, diff, 1), zero)          # eq. (7): K_ij, 0 if tied
+        k = xp.where(distinct, 1 / xp.where(distinct, diff, 1), zero)  # eq. (7): K_ij, 0 if tied
         inner = _mT(k) * ut_gu
-        inner = 0.5 * (inner + _mT(inner))                        # sym(Kᵀ ∘ UᵀŪ)
+        inner = 0.5 * (inner + _mT(inner))  # sym(Kᵀ ∘ UᵀŪ)
 
         # eq. (8): tied off-diagonal pairs take the limit M_ij / (√λ_i + √λ_j)
         s_sum = s[:, :, None] + s[:, None, :]
         off_diagonal = ~xp.eye(lam.shape[-1], dtype=bool)
-        tied = (~distinct) & off_diagonal & (s_sum > 0)         # eq. (9): 0 where s_i + s_j = 0
+        tied = (~distinct) & off_diagonal & (s_sum > 0)  # eq. (9): 0 where s_i + s_j = 0
         inner = inner + xp.where(tied, m / xp.where(tied, s_sum, 1), zero)
         inner = inner + g_lam[:, :, None] * xp.eye(lam.shape[-1], dtype=dtype)
-        return xp.matmul(u, xp.matmul(inner, _mT(u)))             # eq. (7): Ā = U (...) Uᵀ (symmetric)
+        return xp.matmul(u, xp.matmul(inner, _mT(u)))  # eq. (7): Ā = U (...) Uᵀ (symmetric)
 
 
 # ----- input validation and public functions -------------------------------------------------------
@@ -248,8 +252,7 @@ def _check_trace(a, name, allow_zero):
         )
     if not allow_zero and (trace == 0).any():
         raise ValueError(
-            f"{name}: a matrix has zero trace and eps=0, which gives 0/0; use eps > 0 "
-            f"(default {DEFAULT_TRACE_EPS})"
+            f"{name}: a matrix has zero trace and eps=0, which gives 0/0; use eps > 0 (default {DEFAULT_TRACE_EPS})"
         )
 
 
@@ -288,18 +291,18 @@ def sqrtm_newton_schulz_unrolled(a, num_iters, eps=DEFAULT_TRACE_EPS):
     check_square_batch(a, "sqrtm_newton_schulz_unrolled")
     xp = get_array_module(a)
     eye = Tensor(xp.eye(a.shape[-1], dtype=a.dtype))
-    t = basic.sum(a * eye, axis=(1, 2), keepdims=True) + eps      # trace (+ eps)
-    A = a / t                                                      # pre-normalisation
+    t = basic.sum(a * eye, axis=(1, 2), keepdims=True) + eps  # trace (+ eps)
+    A = a / t  # pre-normalisation
     if num_iters == 1:
         P = 0.5 * basic.matmul(A, 3 * eye - A)
     else:
-        Z = 0.5 * (3 * eye - A)                                    # first step, special-cased
+        Z = 0.5 * (3 * eye - A)  # first step, special-cased
         Y = basic.matmul(A, Z)
         for _ in range(2, num_iters):
             T = 0.5 * (3 * eye - basic.matmul(Z, Y))
             Y, Z = basic.matmul(Y, T), basic.matmul(T, Z)
-        P = 0.5 * basic.matmul(Y, 3 * eye - basic.matmul(Z, Y))    # last step: Y only
-    return P * basic.sqrt(t)                                       # post-compensation
+        P = 0.5 * basic.matmul(Y, 3 * eye - basic.matmul(Z, Y))  # last step: Y only
+    return P * basic.sqrt(t)  # post-compensation
 
 
 def sqrtm_eig(a):

@@ -10,6 +10,7 @@ normalisation itself uses the biased one). The running buffers are updated
 IN PLACE; they may be raw arrays (what ``nn.BatchNorm*`` registers as buffers)
 or Tensors (then their ``.data`` is updated), and they keep their own dtype.
 """
+
 from __future__ import annotations
 
 from ..backend import get_array_module
@@ -39,7 +40,7 @@ class BatchNormTrain(Function):
     See derivations/03_batch_norm.md, eqs. (1)-(4) (forward) and eqs. (6)-(8) (VJP).
     """
 
-    differentiable_backward = False   # the compact closed form works on raw arrays
+    differentiable_backward = False  # the compact closed form works on raw arrays
 
     def __init__(self, eps):
         self.eps = eps
@@ -47,28 +48,28 @@ class BatchNormTrain(Function):
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
         axes, shape = _reduce_axes(x.ndim), _channel_shape(x.ndim)
-        self.mean = x.mean(axis=axes)                                    # eq. (1)
+        self.mean = x.mean(axis=axes)  # eq. (1)
         centred = x - self.mean.reshape(shape)
-        self.var = (centred * centred).mean(axis=axes)                   # eq. (2), biased
+        self.var = (centred * centred).mean(axis=axes)  # eq. (2), biased
         self.inv_std = 1 / xp.sqrt(self.var + xp.asarray(self.eps, dtype=x.dtype))
-        centred *= self.inv_std.reshape(shape)                           # in place: saves a copy
-        self.x_hat = centred                                             # eq. (3)
+        centred *= self.inv_std.reshape(shape)  # in place: saves a copy
+        self.x_hat = centred  # eq. (3)
         y = self.x_hat * gamma.reshape(shape)
-        y += beta.reshape(shape)                                         # eq. (4)
+        y += beta.reshape(shape)  # eq. (4)
         return y
 
     def backward(self, gy):
         need_x, need_gamma, need_beta = self.needs_input_grad
         axes, shape = _reduce_axes(gy.ndim), _channel_shape(gy.ndim)
         gamma = self.inputs[1].data
-        sum_gy = gy.sum(axis=axes)                                       # eq. (7): d beta
-        sum_gy_xhat = (gy * self.x_hat).sum(axis=axes)                   # eq. (6): d gamma
+        sum_gy = gy.sum(axis=axes)  # eq. (7): d beta
+        sum_gy_xhat = (gy * self.x_hat).sum(axis=axes)  # eq. (6): d gamma
         gx = None
         if need_x:
-            m = gy.size // gy.shape[1]                                   # values per channel
+            m = gy.size // gy.shape[1]  # values per channel
             # eq. (8): gx = gamma inv_std / m * (m gy - sum gy - x_hat sum(gy x_hat))
             scale = (gamma * self.inv_std / m).reshape(shape)
-            gx = self.x_hat * (-sum_gy_xhat).reshape(shape)              # built in place, term by term
+            gx = self.x_hat * (-sum_gy_xhat).reshape(shape)  # built in place, term by term
             gx += m * gy
             gx -= sum_gy.reshape(shape)
             gx *= scale
@@ -96,13 +97,13 @@ class BatchNormEval(Function):
         var = self.var.astype(x.dtype, copy=False)
         self.inv_std = 1 / xp.sqrt(var + xp.asarray(self.eps, dtype=x.dtype))
         self.x_hat = (x - mean.reshape(shape)) * self.inv_std.reshape(shape)
-        return gamma.reshape(shape) * self.x_hat + beta.reshape(shape)   # eq. (9)
+        return gamma.reshape(shape) * self.x_hat + beta.reshape(shape)  # eq. (9)
 
     def backward(self, gy):
         need_x, need_gamma, need_beta = self.needs_input_grad
         axes, shape = _reduce_axes(gy.ndim), _channel_shape(gy.ndim)
         gamma = self.inputs[1].data
-        gx = gy * (gamma * self.inv_std).reshape(shape) if need_x else None      # eq. (10)
+        gx = gy * (gamma * self.inv_std).reshape(shape) if need_x else None  # eq. (10)
         g_gamma = (gy * self.x_hat).sum(axis=axes) if need_gamma else None
         g_beta = gy.sum(axis=axes) if need_beta else None
         return gx, g_gamma, g_beta
@@ -114,16 +115,18 @@ def _buffer_array(buffer, name, channels, xp):
         return None
     array = buffer.data if isinstance(buffer, Tensor) else buffer
     if not hasattr(array, "shape") or tuple(array.shape) != (channels,):
-        raise ValueError(f"batch_norm: {name} must be an array of shape ({channels},), "
-                         f"got {getattr(array, 'shape', type(array).__name__)}")
+        raise ValueError(
+            f"batch_norm: {name} must be an array of shape ({channels},), "
+            f"got {getattr(array, 'shape', type(array).__name__)}"
+        )
     if get_array_module(array) is not xp:
-        raise TypeError(f"batch_norm: {name} lives on another backend than x; move the module "
-                        "with .to_gpu() / .to_cpu()")
+        raise TypeError(
+            f"batch_norm: {name} lives on another backend than x; move the module with .to_gpu() / .to_cpu()"
+        )
     return array
 
 
-def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True,
-               momentum=0.1, eps=1e-5):
+def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5):
     """Batch normalisation over every axis except the channel axis 1.
 
     Parameters
@@ -142,19 +145,23 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
         raise ValueError(f"batch_norm expects x of shape (B, C) or (B, C, H, W), got {x.shape}")
     C = x.shape[1]
     if gamma.shape != (C,) or beta.shape != (C,):
-        raise ValueError(f"batch_norm: gamma and beta must have shape ({C},) for x of shape {x.shape}, "
-                         f"got {gamma.shape} and {beta.shape}")
+        raise ValueError(
+            f"batch_norm: gamma and beta must have shape ({C},) for x of shape {x.shape}, "
+            f"got {gamma.shape} and {beta.shape}"
+        )
     xp = get_array_module(x)
     mean_buf = _buffer_array(running_mean, "running_mean", C, xp)
     var_buf = _buffer_array(running_var, "running_var", C, xp)
 
     if not training:
         if mean_buf is None or var_buf is None:
-            raise ValueError("batch_norm in evaluation mode needs running_mean and running_var "
-                             "(or call it with training=True to use batch statistics)")
+            raise ValueError(
+                "batch_norm in evaluation mode needs running_mean and running_var "
+                "(or call it with training=True to use batch statistics)"
+            )
         return BatchNormEval(mean_buf, var_buf, eps)(x, gamma, beta)
 
-    m = x.size // C                                                      # values per channel
+    m = x.size // C  # values per channel
     if m < 2:
         raise ValueError(
             f"batch_norm in training mode needs more than one value per channel, got input of shape "
@@ -163,7 +170,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
         )
     fn = BatchNormTrain(eps)
     y = fn(x, gamma, beta)
-    if mean_buf is not None:                                             # eq. (5), in place
+    if mean_buf is not None:  # eq. (5), in place
         mean_buf *= 1 - momentum
         mean_buf += momentum * fn.mean.astype(mean_buf.dtype)
     if var_buf is not None:

@@ -2,6 +2,7 @@
 
 Derivations: derivations/04_softmax_cross_entropy.md, eqs. (15)-(18).
 """
+
 from __future__ import annotations
 
 from ..backend import get_array_module
@@ -35,10 +36,10 @@ class AvgPool2d(Function):
         Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
         x_pad = _pad(x, ph, pw)
         y = xp.zeros((B, C, Ho, Wo), dtype=x.dtype)
-        for i in range(kh):            # one strided slice per kernel offset, no im2col
+        for i in range(kh):  # one strided slice per kernel offset, no im2col
             for j in range(kw):
-                y += x_pad[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw]
-        return y * xp.asarray(1.0 / (kh * kw), dtype=x.dtype)           # eq. (15)
+                y += x_pad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw]
+        return y * xp.asarray(1.0 / (kh * kw), dtype=x.dtype)  # eq. (15)
 
     def backward(self, gy):
         xp = get_array_module(gy)
@@ -47,10 +48,10 @@ class AvgPool2d(Function):
         _, _, Ho, Wo = gy.shape
         share = gy * xp.asarray(1.0 / (kh * kw), dtype=gy.dtype)
         gx_pad = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=gy.dtype)
-        for i in range(kh):            # eq. (16): each window hands its share back
+        for i in range(kh):  # eq. (16): each window hands its share back
             for j in range(kw):
-                gx_pad[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw] += share
-        return gx_pad[:, :, ph:ph + H, pw:pw + W]
+                gx_pad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += share
+        return gx_pad[:, :, ph : ph + H, pw : pw + W]
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
@@ -71,8 +72,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     Ho = conv_output_size(x.shape[2], kernel[0], stride[0], padding[0])
     Wo = conv_output_size(x.shape[3], kernel[1], stride[1], padding[1])
     if Ho < 1 or Wo < 1:
-        raise ValueError(f"avg_pool2d: a {kernel} window does not fit the {x.shape[2:]} input "
-                         f"with padding {padding}")
+        raise ValueError(f"avg_pool2d: a {kernel} window does not fit the {x.shape[2:]} input with padding {padding}")
     return AvgPool2d(kernel, stride, padding)(x)
 
 
@@ -88,11 +88,11 @@ class GlobalAvgPool(Function):
 
     def forward(self, x):
         self.x_shape = x.shape
-        return x.mean(axis=(2, 3))                                       # eq. (17)
+        return x.mean(axis=(2, 3))  # eq. (17)
 
     def backward(self, gy):
         B, C, H, W = self.x_shape
-        spread = broadcast_to(reshape(gy, (B, C, 1, 1)), self.x_shape)   # eq. (18)
+        spread = broadcast_to(reshape(gy, (B, C, 1, 1)), self.x_shape)  # eq. (18)
         return spread * (1.0 / (H * W))
 
 

@@ -7,6 +7,7 @@ scaling of the off-diagonal entries (SPEC §1): 8256 values for d = 128.
 
 Derivation: derivations/05_covariance_pooling.md, eqs. (5)-(6).
 """
+
 from __future__ import annotations
 
 from ..backend import get_array_module
@@ -35,10 +36,10 @@ class TriuVec(Function):
         xp = get_array_module(a)
         self.d = a.shape[-1]
         rows, cols = triu_indices(xp, self.d)
-        return a[:, rows, cols]                                   # eq. (5): a gather, no copy of the rest
+        return a[:, rows, cols]  # eq. (5): a gather, no copy of the rest
 
     def backward(self, gv):
-        return TriuVecAdjoint(self.d)(gv)                        # eq. (6)
+        return TriuVecAdjoint(self.d)(gv)  # eq. (6)
 
 
 class TriuVecAdjoint(Function):
@@ -55,7 +56,7 @@ class TriuVecAdjoint(Function):
         xp = get_array_module(v)
         rows, cols = triu_indices(xp, self.d)
         a = xp.zeros((v.shape[0], self.d, self.d), dtype=v.dtype)
-        a[:, rows, cols] = v                                      # each (i, j) appears once: plain assignment
+        a[:, rows, cols] = v  # each (i, j) appears once: plain assignment
         return a
 
     def backward(self, ga):

@@ -26,17 +26,26 @@ This file defines the first-order baselines: "gap" (ResNet-18/50 as in
 Table 3, 128-d) and "gap512" / "gapxd" (ResNet-18-Xd: 1×1 conv to X channels
 + BN + ReLU, then GAP).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .layers import BatchNorm1d, BatchNorm2d, Conv2d, Dropout, GlobalAvgPool, Linear, ReLU
 from .module import Module
 
 __all__ = [
-    "HeadSpec", "HEADS", "register_head", "get_head", "ClassifierHead", "GAPHead", "GAPXdHead",
-    "gap", "gap512", "gapxd",
+    "HeadSpec",
+    "HEADS",
+    "register_head",
+    "get_head",
+    "ClassifierHead",
+    "GAPHead",
+    "GAPXdHead",
+    "gap",
+    "gap512",
+    "gapxd",
 ]
 
 
@@ -62,7 +71,9 @@ def register_head(name: str, *, second_order: bool, description: str = ""):
     def decorator(factory):
         old = HEADS.get(name)
         same = old is not None and (old.factory.__module__, old.factory.__qualname__) == (
-            factory.__module__, factory.__qualname__)
+            factory.__module__,
+            factory.__qualname__,
+        )
         if old is not None and not same:  # re-registering the same function (module reload) is fine
             raise ValueError(f"a head named {name!r} is already registered by {old.factory.__module__}")
         HEADS[name] = HeadSpec(name, factory, bool(second_order), description or (factory.__doc__ or "").strip())
@@ -137,8 +148,11 @@ def gap(in_channels, num_classes, *, preset, rng):
     return GAPHead(in_channels, num_classes, rng=rng)
 
 
-@register_head("gapxd", second_order=False,
-               description="ResNet-18-Xd: 1x1 conv -> dim (+BN+ReLU), GAP, FC; pass dim=... (default 512)")
+@register_head(
+    "gapxd",
+    second_order=False,
+    description="ResNet-18-Xd: 1x1 conv -> dim (+BN+ReLU), GAP, FC; pass dim=... (default 512)",
+)
 def gapxd(in_channels, num_classes, *, preset, rng, dim=512):
     return GAPXdHead(in_channels, num_classes, dim=dim, rng=rng)
 

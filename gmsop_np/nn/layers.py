@@ -20,6 +20,7 @@ order, so two builds with the same seed are bit-identical. Values are always
 drawn on the host (NumPy) and then moved, so NumPy and CuPy runs start from the
 same weights. ``rng=None`` draws from a fresh, unseeded generator.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,15 @@ from ..functions.conv import _pair  # the same int-or-pair validation as F.conv2
 from .module import Module
 
 __all__ = [
-    "as_rng", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "ReLU", "Dropout",
-    "GlobalAvgPool", "Flatten",
+    "as_rng",
+    "Conv2d",
+    "Linear",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "ReLU",
+    "Dropout",
+    "GlobalAvgPool",
+    "Flatten",
 ]
 
 
@@ -73,7 +81,7 @@ class Conv2d(Module):
         rng = as_rng(rng)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
-        std = math.sqrt(2.0 / (out_channels * kh * kw))   # fan-out He init
+        std = math.sqrt(2.0 / (out_channels * kh * kw))  # fan-out He init
         self.W = _parameter(rng.standard_normal((out_channels, in_channels, kh, kw)) * std)
         self.b = _parameter(np.zeros(out_channels)) if bias else None
 
@@ -81,8 +89,10 @@ class Conv2d(Module):
         return F.conv2d(x, self.W, self.b, stride=self.stride, padding=self.padding)
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.b is not None}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.b is not None}"
+        )
 
 
 class Linear(Module):
@@ -137,8 +147,16 @@ class _BatchNorm(Module):
                 f"{type(self).__name__}({self.num_features}) expects input of shape "
                 f"{self._shape_text()}, got {tuple(x.shape)}"
             )
-        return F.batch_norm(x, self.gamma, self.beta, self.running_mean, self.running_var,
-                            training=self.training_now, momentum=self.momentum, eps=self.eps)
+        return F.batch_norm(
+            x,
+            self.gamma,
+            self.beta,
+            self.running_mean,
+            self.running_var,
+            training=self.training_now,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
 
     def _shape_text(self):
         return "(B, C)" if self.expected_ndim == 2 else "(B, C, H, W)"

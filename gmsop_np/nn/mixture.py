@@ -34,6 +34,7 @@ Heads registered here (factory kwargs in brackets): "gmsop" and "gmgap"
 [num_components=16, k=8, noise, gate_init, alpha, ...], "avesop" and "avegap"
 [k=16]. SOP heads take the preset's Newton-Schulz iterations (``ns_iters``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,8 +50,18 @@ from .layers import BatchNorm2d, Conv2d, GlobalAvgPool, ReLU, _parameter, as_rng
 from .module import Module, ModuleList, Sequential
 
 __all__ = [
-    "GatedMixture", "AverageMixture", "GMSOP", "GMGAP", "AveSOP", "AveGAP", "MixtureHead",
-    "GATE_INITS", "gmsop", "gmgap", "avesop", "avegap",
+    "GatedMixture",
+    "AverageMixture",
+    "GMSOP",
+    "GMGAP",
+    "AveSOP",
+    "AveGAP",
+    "MixtureHead",
+    "GATE_INITS",
+    "gmsop",
+    "gmgap",
+    "avesop",
+    "avegap",
 ]
 
 GATE_INITS = ("constant", "zeros")
@@ -93,8 +104,21 @@ class GatedMixture(_UsageMixin, Module):
     derivations/09_balance_loss.md, eq. (3); derivations/10_dispatch.md, eq. (6).
     """
 
-    def __init__(self, gate_features, components, k, gate_dim, *, tail=None, noise="shared",
-                 gate_init="constant", tie_break="random", alpha=100.0, ddof=1, rng=None):
+    def __init__(
+        self,
+        gate_features,
+        components,
+        k,
+        gate_dim,
+        *,
+        tail=None,
+        noise="shared",
+        gate_init="constant",
+        tie_break="random",
+        alpha=100.0,
+        ddof=1,
+        rng=None,
+    ):
         super().__init__()
         n = len(components)
         _check_int("the number of components N", n, 2)
@@ -116,13 +140,13 @@ class GatedMixture(_UsageMixin, Module):
         self.components = ModuleList(components)
         self.tail = tail
         value = 1.0 / gate_dim if gate_init == "constant" else 0.0
-        self.W_g = _parameter(np.full((n, gate_dim), value))   # clean logits  (Eq. 2)
-        self.W_n = _parameter(np.full((n, gate_dim), value))   # noise scale   (Eq. 2)
+        self.W_g = _parameter(np.full((n, gate_dim), value))  # clean logits  (Eq. 2)
+        self.W_n = _parameter(np.full((n, gate_dim), value))  # noise scale   (Eq. 2)
         # its own stream: gating noise does not disturb the initialisation stream
         self.noise_rng = np.random.default_rng(rng.integers(2**63))
         self.balance_loss = None
-        self.last_indices = None     # (B, K) selected components of the last forward (array)
-        self.last_weights = None     # (B, N) gating weights of the last forward (array)
+        self.last_indices = None  # (B, K) selected components of the last forward (array)
+        self.last_weights = None  # (B, N) gating weights of the last forward (array)
         self.reset_usage()
 
     def gate(self, x, noise=None):
@@ -135,11 +159,12 @@ class GatedMixture(_UsageMixin, Module):
         """
         u = self.gate_features(x)
         if u.ndim != 2 or u.shape[1] != self.gate_dim:
-            raise ValueError(f"gate_features must return (B, {self.gate_dim}) gating features, got "
-                             f"{tuple(u.shape)}")
+            raise ValueError(f"gate_features must return (B, {self.gate_dim}) gating features, got {tuple(u.shape)}")
         if u.shape[0] != x.shape[0]:
-            raise ValueError(f"gate_features returned {u.shape[0]} rows for a batch of {x.shape[0]}: the gate "
-                             "and the components must see the same batch")
+            raise ValueError(
+                f"gate_features returned {u.shape[0]} rows for a batch of {x.shape[0]}: the gate "
+                "and the components must see the same batch"
+            )
         priorities = None
         if noise is None and self.training_now:
             noise = draw_gate_noise(self.noise_rng, x.shape[0], self.num_components, self.noise)
@@ -162,8 +187,10 @@ class GatedMixture(_UsageMixin, Module):
         return y
 
     def extra_repr(self):
-        return (f"N={self.num_components}, K={self.k}, gate_dim={self.gate_dim}, noise={self.noise!r}, "
-                f"gate_init={self.gate_init!r}, alpha={self.alpha}, ddof={self.ddof}")
+        return (
+            f"N={self.num_components}, K={self.k}, gate_dim={self.gate_dim}, noise={self.noise!r}, "
+            f"gate_init={self.gate_init!r}, alpha={self.alpha}, ddof={self.ddof}"
+        )
 
 
 class AverageMixture(_UsageMixin, Module):
@@ -184,9 +211,9 @@ class AverageMixture(_UsageMixin, Module):
 
     def forward(self, x):
         b = x.shape[0]
-        outs = F.concatenate([m(x) for m in self.components], axis=0)   # (K*B, ...)
+        outs = F.concatenate([m(x) for m in self.components], axis=0)  # (K*B, ...)
         if self.tail is not None:
-            outs = self.tail(outs)                                      # one batched call
+            outs = self.tail(outs)  # one batched call
         outs = F.reshape(outs, (self.k, b) + tuple(outs.shape[1:]))
         if self.training_now:
             self.usage_counts = self.usage_counts + b
@@ -201,8 +228,15 @@ def _sop_component(in_channels, hidden, out, rng):
 
 def _sop_gate(in_channels, hidden, out, num_iters, rng):
     """Gating prediction layers of GM-SOP (official release): conv+BN+ReLU twice, then SR-SOP -> (B, out(out+1)/2)."""
-    return Sequential(Conv2d(in_channels, hidden, 1, rng=rng), BatchNorm2d(hidden), ReLU(),
-                      Conv2d(hidden, out, 1, rng=rng), BatchNorm2d(out), ReLU(), _sop.SRSOP(num_iters=num_iters))
+    return Sequential(
+        Conv2d(in_channels, hidden, 1, rng=rng),
+        BatchNorm2d(hidden),
+        ReLU(),
+        Conv2d(hidden, out, 1, rng=rng),
+        BatchNorm2d(out),
+        ReLU(),
+        _sop.SRSOP(num_iters=num_iters),
+    )
 
 
 def _gap_component(in_channels, width, rng):
@@ -212,8 +246,10 @@ def _gap_component(in_channels, width, rng):
 
 def _check_channels(module, x):
     if x.ndim != 4 or x.shape[1] != module.in_channels:
-        raise ValueError(f"{type(module).__name__} expects feature maps (B, {module.in_channels}, h, w), got "
-                         f"{tuple(x.shape)}; build it with in_channels = the backbone's output channels")
+        raise ValueError(
+            f"{type(module).__name__} expects feature maps (B, {module.in_channels}, h, w), got "
+            f"{tuple(x.shape)}; build it with in_channels = the backbone's output channels"
+        )
 
 
 class GMSOP(GatedMixture):
@@ -226,16 +262,41 @@ class GMSOP(GatedMixture):
     ``hidden`` / ``out`` are configurable so tests can build tiny heads.
     """
 
-    def __init__(self, in_channels=128, num_components=16, k=8, *, hidden=256, out=128, num_iters=5,
-                 noise="shared", gate_init="constant", tie_break="random", alpha=100.0, ddof=1, rng=None):
+    def __init__(
+        self,
+        in_channels=128,
+        num_components=16,
+        k=8,
+        *,
+        hidden=256,
+        out=128,
+        num_iters=5,
+        noise="shared",
+        gate_init="constant",
+        tie_break="random",
+        alpha=100.0,
+        ddof=1,
+        rng=None,
+    ):
         _check_int("in_channels", in_channels, 1)
         _check_int("num_components", num_components, 2)
         rng = as_rng(rng)
         dim = out * (out + 1) // 2
         gate = _sop_gate(in_channels, hidden, out, num_iters, rng)
         components = [_sop_component(in_channels, hidden, out, rng) for _ in range(num_components)]
-        super().__init__(gate, components, k, dim, tail=_sop.SRSOP(num_iters=num_iters), noise=noise,
-                         gate_init=gate_init, tie_break=tie_break, alpha=alpha, ddof=ddof, rng=rng)
+        super().__init__(
+            gate,
+            components,
+            k,
+            dim,
+            tail=_sop.SRSOP(num_iters=num_iters),
+            noise=noise,
+            gate_init=gate_init,
+            tie_break=tie_break,
+            alpha=alpha,
+            ddof=ddof,
+            rng=rng,
+        )
         self.in_channels, self.representation_dim = int(in_channels), dim
 
     def forward(self, x, noise=None):
@@ -250,15 +311,38 @@ class GMGAP(GatedMixture):
     Gate (documented choice, mirroring GM-SOP's gate): 1x1 conv C -> width + BN + ReLU, GAP.
     """
 
-    def __init__(self, in_channels=128, num_components=16, k=8, *, width=512, noise="shared",
-                 gate_init="constant", tie_break="random", alpha=100.0, ddof=1, rng=None):
+    def __init__(
+        self,
+        in_channels=128,
+        num_components=16,
+        k=8,
+        *,
+        width=512,
+        noise="shared",
+        gate_init="constant",
+        tie_break="random",
+        alpha=100.0,
+        ddof=1,
+        rng=None,
+    ):
         _check_int("in_channels", in_channels, 1)
         _check_int("num_components", num_components, 2)
         rng = as_rng(rng)
         gate = Sequential(Conv2d(in_channels, width, 1, rng=rng), BatchNorm2d(width), ReLU(), GlobalAvgPool())
         components = [_gap_component(in_channels, width, rng) for _ in range(num_components)]
-        super().__init__(gate, components, k, width, tail=GlobalAvgPool(), noise=noise,
-                         gate_init=gate_init, tie_break=tie_break, alpha=alpha, ddof=ddof, rng=rng)
+        super().__init__(
+            gate,
+            components,
+            k,
+            width,
+            tail=GlobalAvgPool(),
+            noise=noise,
+            gate_init=gate_init,
+            tie_break=tie_break,
+            alpha=alpha,
+            ddof=ddof,
+            rng=rng,
+        )
         self.in_channels, self.representation_dim = int(in_channels), int(width)
 
     def forward(self, x, noise=None):
@@ -272,8 +356,9 @@ class AveSOP(AverageMixture):
     def __init__(self, in_channels=128, k=16, *, hidden=256, out=128, num_iters=5, rng=None):
         _check_int("in_channels", in_channels, 1)
         rng = as_rng(rng)
-        super().__init__([_sop_component(in_channels, hidden, out, rng) for _ in range(k)],
-                         tail=_sop.SRSOP(num_iters=num_iters))
+        super().__init__(
+            [_sop_component(in_channels, hidden, out, rng) for _ in range(k)], tail=_sop.SRSOP(num_iters=num_iters)
+        )
         self.in_channels, self.representation_dim = int(in_channels), out * (out + 1) // 2
 
     def forward(self, x):
@@ -329,16 +414,18 @@ def _ns_iters(preset, ns_iters):
     return get_preset(preset).ns_iters if ns_iters is None else ns_iters
 
 
-@register_head("gmsop", second_order=True,
-               description="GM-SOP-N-K: gated mixture of parametric SR-SOPs (num_components=16, k=8)")
+@register_head(
+    "gmsop", second_order=True, description="GM-SOP-N-K: gated mixture of parametric SR-SOPs (num_components=16, k=8)"
+)
 def gmsop(in_channels, num_classes, *, preset, rng, num_components=16, k=8, ns_iters=None, **kwargs):
     rng = as_rng(rng)
     mixture = GMSOP(in_channels, num_components, k, num_iters=_ns_iters(preset, ns_iters), rng=rng, **kwargs)
     return MixtureHead(mixture, num_classes, rng=rng)
 
 
-@register_head("gmgap", second_order=False,
-               description="GM-GAP-N-K: gated mixture of parametric GAPs (num_components=16, k=8)")
+@register_head(
+    "gmgap", second_order=False, description="GM-GAP-N-K: gated mixture of parametric GAPs (num_components=16, k=8)"
+)
 def gmgap(in_channels, num_classes, *, preset, rng, num_components=16, k=8, **kwargs):
     rng = as_rng(rng)
     return MixtureHead(GMGAP(in_channels, num_components, k, rng=rng, **kwargs), num_classes, rng=rng)

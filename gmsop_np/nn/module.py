@@ -20,6 +20,7 @@ noise) only when ``self.training_now`` is True, i.e. when its own ``.training``
 flag AND the global switch ``gmsop_np.config.Config.train`` (``gs.eval_mode()``)
 are both on. Either one can turn training behaviour off.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
@@ -72,8 +73,7 @@ class Module:
         elif name in self._buffers:
             if value is not None and not is_array(value):
                 raise TypeError(
-                    f"buffer {name!r} of {type(self).__name__} must be a NumPy/CuPy array, got "
-                    f"{type(value).__name__}"
+                    f"buffer {name!r} of {type(self).__name__} must be a NumPy/CuPy array, got {type(value).__name__}"
                 )
             self._buffers[name] = value
         else:
@@ -156,13 +156,13 @@ class Module:
         return int(sum(p.size for p in self.parameters()))
 
     # ----- modes ----------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         """Set training mode on this module and all descendants (returns self)."""
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         """Evaluation mode: running BN statistics, no dropout, no gating noise."""
         return self.train(False)
 
@@ -178,10 +178,10 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def _move(self, move) -> "Module":
+    def _move(self, move) -> Module:
         for m in self.modules():
             for p in m._parameters.values():
-                p.data = move(p.data)       # in place: the same Parameter object, new array
+                p.data = move(p.data)  # in place: the same Parameter object, new array
                 if p.grad is not None:
                     p.grad = Tensor(move(p.grad.data))
             for name, b in m._buffers.items():
@@ -189,16 +189,16 @@ class Module:
                     m._buffers[name] = move(b)
         return self
 
-    def to_gpu(self) -> "Module":
+    def to_gpu(self) -> Module:
         """Move every parameter and buffer to the GPU, in place (returns self)."""
         return self._move(to_gpu)
 
-    def to_cpu(self) -> "Module":
+    def to_cpu(self) -> Module:
         """Move every parameter and buffer to host memory, in place (returns self)."""
         return self._move(to_cpu)
 
     # ----- saving and loading ---------------------------------------------------------
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Parameters and buffers as NumPy *copies* in host memory, keyed by dotted name.
 
         The copies never alias the live arrays, so training on does not change a
@@ -286,10 +286,12 @@ class ModuleList(Module):
         for m in modules:
             self.append(m)
 
-    def append(self, module: Module) -> "ModuleList":
+    def append(self, module: Module) -> ModuleList:
         if not isinstance(module, Module):
-            raise TypeError(f"{type(self).__name__} item {len(self)} is a {type(module).__name__}, not a Module "
-                            "(wrap plain functions in a Module subclass)")
+            raise TypeError(
+                f"{type(self).__name__} item {len(self)} is a {type(module).__name__}, not a Module "
+                "(wrap plain functions in a Module subclass)"
+            )
         setattr(self, str(len(self._modules)), module)
         return self
 

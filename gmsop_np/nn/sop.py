@@ -14,6 +14,7 @@ paper. The number of Newton–Schulz iterations defaults to ``preset.ns_iters``
 
 Derivations: derivations/05_covariance_pooling.md, 06_newton_schulz.md, 07_eig_sqrt.md.
 """
+
 from __future__ import annotations
 
 from .. import functional as F
@@ -59,12 +60,12 @@ class SRSOP(Module):
         return triu_dim(channels)
 
     def forward(self, x):
-        sigma = F.cov_pool(x)                                     # (B, C, C)
+        sigma = F.cov_pool(x)  # (B, C, C)
         if self.method == "ns":
             root = F.sqrtm_newton_schulz(sigma, self.num_iters, eps=self.eps)
         else:
             root = F.sqrtm_eig(sigma)
-        return F.triu_vec(root)                                   # (B, C(C+1)/2)
+        return F.triu_vec(root)  # (B, C(C+1)/2)
 
     def extra_repr(self):
         return f"method={self.method!r}" + (f", num_iters={self.num_iters}" if self.method == "ns" else "")
@@ -78,8 +79,7 @@ class ParametricSRSOP(Module):
     paper's sizes (128 -> 256 -> 128) they add 2 · 128 · 256 = 65,536 parameters.
     """
 
-    def __init__(self, in_channels=128, hidden=256, out=128, num_iters=5, rng=None, method="ns",
-                 eps=DEFAULT_TRACE_EPS):
+    def __init__(self, in_channels=128, hidden=256, out=128, num_iters=5, rng=None, method="ns", eps=DEFAULT_TRACE_EPS):
         super().__init__()
         self.conv1 = Conv2d(in_channels, hidden, 1, bias=False, rng=rng)
         self.conv2 = Conv2d(hidden, out, 1, bias=False, rng=rng)
@@ -112,16 +112,22 @@ class SOPHead(Module):
         return self.classifier(self.pooling(x))
 
 
-@register_head("srsop", second_order=True,
-               description="SR-SOP: covariance -> Newton-Schulz sqrt -> triu (8256-d for 128 ch), BN, FC")
+@register_head(
+    "srsop",
+    second_order=True,
+    description="SR-SOP: covariance -> Newton-Schulz sqrt -> triu (8256-d for 128 ch), BN, FC",
+)
 def srsop(in_channels, num_classes, *, preset, rng, num_iters=None, method="ns"):
     num_iters = preset.ns_iters if num_iters is None else num_iters
     pooling = SRSOP(method=method, num_iters=num_iters)
     return SOPHead(pooling, triu_dim(in_channels), num_classes, rng=rng)
 
 
-@register_head("psrsop", second_order=True,
-               description="parametric SR-SOP: 1x1 conv ->256 +ReLU, 1x1 conv ->128 +ReLU, then SR-SOP, BN, FC")
+@register_head(
+    "psrsop",
+    second_order=True,
+    description="parametric SR-SOP: 1x1 conv ->256 +ReLU, 1x1 conv ->128 +ReLU, then SR-SOP, BN, FC",
+)
 def psrsop(in_channels, num_classes, *, preset, rng, num_iters=None, method="ns", hidden=256, out=128):
     num_iters = preset.ns_iters if num_iters is None else num_iters
     pooling = ParametricSRSOP(in_channels, hidden, out, num_iters=num_iters, rng=rng, method=method)
