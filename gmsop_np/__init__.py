@@ -8,34 +8,48 @@
 ``gs.models`` the paper's networks.
 """
 
-from . import (  # noqa: F401,E402  (after the engine: they build on it)
-    checkpoint,
-    functional,  # noqa: F401  (installs Tensor operators)
-    models,
-    nn,
-    optim,
-)
-from .backend import (  # noqa: F401
-    cupy_available,
-    get_array_module,
-    get_backend,
-    set_backend,
-    to_cpu,
-    to_gpu,
-    using_backend,
-)
-from .config import (  # noqa: F401
-    Config,
-    enable_grad,
-    eval_mode,
-    is_grad_enabled,
-    is_training,
-    no_grad,
-    train_mode,
-    using_config,
-)
-from .core import Function, Parameter, Tensor, as_tensor, backward, tensor  # noqa: F401
-from .gradcheck import GradientCheckError, check_backward, numerical_vjp  # noqa: F401
-from .presets import PRESETS, get_preset  # noqa: F401
+__version__ = "0.2.0.dev0"  # the one place of the version (pyproject.toml reads it from here)
 
-__version__ = "0.1.0"
+from . import checkpoint, functional, models, nn, optim
+from .backend import cupy_available, get_array_module, get_backend, to_cpu, to_gpu, using_backend
+from .config import Config, debug, enable_grad, is_debug, is_grad_enabled, no_grad, using_config
+from .core import Function, Parameter, Tensor, as_tensor, backward, tensor
+from .gradcheck import GradientCheckError, check_backward, numerical_vjp
+from .presets import PRESETS, get_preset
+
+__all__ = [
+    "__version__",
+    # submodules
+    "checkpoint",
+    "functional",
+    "models",
+    "nn",
+    "optim",
+    # backends
+    "cupy_available",
+    "get_array_module",
+    "get_backend",
+    "to_cpu",
+    "to_gpu",
+    "using_backend",
+    # switches
+    "Config",
+    "debug",
+    "enable_grad",
+    "is_debug",
+    "is_grad_enabled",
+    "no_grad",
+    "using_config",
+    # the engine
+    "Function",
+    "Parameter",
+    "Tensor",
+    "as_tensor",
+    "backward",
+    "tensor",
+    "GradientCheckError",
+    "check_backward",
+    "numerical_vjp",
+    "PRESETS",
+    "get_preset",
+]

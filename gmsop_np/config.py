@@ -1,4 +1,4 @@
-"""Global switches: gradient recording and train/eval mode.
+"""Global switches: gradient recording and debug checks.
 
 Each switch is a context manager *and* a decorator::
 
@@ -8,31 +8,33 @@ Each switch is a context manager *and* a decorator::
     @gs.no_grad()
     def evaluate(model, x): ...
 
-    with gs.eval_mode():          # BatchNorm uses running statistics, no dropout,
-        y = model(x)              # no gating noise
+    with gs.debug():              # also check values: NaN/Inf, trace signs, label and index ranges
+        loss = objective(model(x), y, model.balance_loss)
+
+Training versus evaluation behaviour (batch statistics, dropout, gating noise)
+is not a global switch: it belongs to the model, ``model.train()`` /
+``model.eval()`` (``gmsop_np.nn.Module``), and functions take ``training=``.
+
+Debug mode (``gs.debug()``, or the environment variable ``GMSOP_NP_DEBUG=1``,
+or ``gmsop train --debug``) turns on the checks that must *read* array values
+(see ``gmsop_np/_checks.py`` for the policy). They are off by default because
+on a GPU every such read is a device->host synchronisation that stalls the
+pipeline; shape and dtype checks are always on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
-__all__ = [
-    "Config",
-    "using_config",
-    "no_grad",
-    "enable_grad",
-    "train_mode",
-    "eval_mode",
-    "is_grad_enabled",
-    "is_training",
-]
+__all__ = ["Config", "using_config", "no_grad", "enable_grad", "is_grad_enabled", "debug", "is_debug"]
 
 
 class _ConfigState(threading.local):
     def __init__(self):
         self.enable_backprop = True  # record the graph for backward
-        self.train = True  # training behaviour of BN / dropout / gating noise
+        self.debug = os.environ.get("GMSOP_NP_DEBUG", "") not in ("", "0")  # value checks (see _checks.py)
 
 
 Config = _ConfigState()
@@ -43,7 +45,7 @@ class using_config(contextlib.ContextDecorator):
 
     def __init__(self, name: str, value):
         if not hasattr(Config, name):
-            raise AttributeError(f"unknown config option {name!r}")
+            raise AttributeError(f"unknown config option {name!r}; known: enable_backprop, debug")
         self.name, self.value = name, value
         self._saved = []
 
@@ -57,29 +59,24 @@ class using_config(contextlib.ContextDecorator):
         return False
 
 
-def no_grad():
+def no_grad() -> using_config:
     """Do not record operations for backward (inference, optimizer updates)."""
     return using_config("enable_backprop", False)
 
 
-def enable_grad():
+def enable_grad() -> using_config:
     """Record operations again inside a ``no_grad`` block."""
     return using_config("enable_backprop", True)
 
 
-def train_mode():
-    """Training behaviour: batch statistics, dropout, gating noise."""
-    return using_config("train", True)
-
-
-def eval_mode():
-    """Evaluation behaviour: running statistics, no dropout, no gating noise."""
-    return using_config("train", False)
+def debug(enabled: bool = True) -> using_config:
+    """Check values too (NaN/Inf, trace signs, label and index ranges); see ``_checks.py``."""
+    return using_config("debug", bool(enabled))
 
 
 def is_grad_enabled() -> bool:
     return Config.enable_backprop
 
 
-def is_training() -> bool:
-    return Config.train
+def is_debug() -> bool:
+    return Config.debug

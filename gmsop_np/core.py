@@ -32,7 +32,7 @@ import weakref
 
 import numpy as np
 
-from .backend import _is_cupy_array, default_xp, get_array_module, is_array, to_cpu
+from .backend import backend_of, default_xp, get_array_module, is_array, to_cpu
 from .config import Config, using_config
 
 __all__ = ["Tensor", "Parameter", "Function", "as_tensor", "backward", "tensor"]
@@ -95,7 +95,7 @@ class Tensor:
     @property
     def backend(self) -> str:
         """'numpy' or 'cupy'."""
-        return "cupy" if _is_cupy_array(self.data) else "numpy"
+        return backend_of(self.data)
 
     @property
     def is_leaf(self) -> bool:

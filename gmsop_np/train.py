@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import functional as F
-from .backend import set_backend, using_backend
+from .backend import using_backend
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from .config import eval_mode, no_grad
+from .config import no_grad
 from .core import Tensor
 from .data import get_dataset, make_loader
 from .optim import SGD, MultiStepLR
@@ -319,7 +319,7 @@ def evaluate(model, loader, topk=(1, 5)):
     total, loss_sum = 0, 0.0
     wrong = {k: 0.0 for k in topk}
     model.eval()
-    with no_grad(), eval_mode():
+    with no_grad():
         for x, y in loader:
             logits = model(Tensor(x))
             b = len(y)
@@ -378,7 +378,6 @@ class Trainer:
         if self.dtype != np.float32:
             _cast_model(self.model, self.dtype)
         if config.backend == "cupy":
-            set_backend("cupy")  # fails early, with the install hint, when there is no GPU
             self.model.to_gpu()
         self.optimizer = SGD(
             self.model.parameters(), lr=self.lr, momentum=config.momentum, weight_decay=self.weight_decay
@@ -667,7 +666,6 @@ def evaluate_checkpoint(run, checkpoint="best", data_dir=None, batch_size=None, 
         _cast_model(model, np.dtype(config.dtype))
     load_checkpoint(path, model)
     if config.backend == "cupy":
-        set_backend("cupy")
         model.to_gpu()
     loader = make_loader(
         config.dataset,

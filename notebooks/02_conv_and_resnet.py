@@ -39,8 +39,7 @@ from gmsop_np.models import resnet18
 if BACKEND == "cupy" and not gs.cupy_available():
     print("BACKEND='cupy' was asked for, but CuPy with a CUDA GPU is not available here: using NumPy.")
     BACKEND = "numpy"
-gs.set_backend(BACKEND)
-xp = gs.backend.default_xp()
+xp = gs.backend.array_module(BACKEND)  # numpy, or cupy on a GPU
 figure_dir = Path(FIGURE_DIR)
 figure_dir.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(SEED)
@@ -163,12 +162,12 @@ plt.close(fig)
 # We run one batch through it, stage by stage, and count parameters.
 
 # %%
-model = resnet18(head="gap", num_classes=1000, input_size=INPUT_SIZE, seed=SEED)
+model = resnet18(head="gap", num_classes=1000, input_size=INPUT_SIZE, seed=SEED).eval()
 if BACKEND == "cupy":
     model.to_gpu()
 images = gs.Tensor(xp.asarray(rng.standard_normal((BATCH, 3, INPUT_SIZE, INPUT_SIZE)), dtype=xp.float32))
 rows = []
-with gs.no_grad(), gs.eval_mode():
+with gs.no_grad():
     h = model.stem(images)
     rows.append(("conv1 3x3 + BN + ReLU", 1, h.shape, model.stem.num_parameters()))
     for i, stage in enumerate(model.stages, start=1):

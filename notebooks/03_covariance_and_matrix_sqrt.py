@@ -43,8 +43,7 @@ from gmsop_np.models import resnet18
 if BACKEND == "cupy" and not gs.cupy_available():
     print("BACKEND='cupy' was asked for, but CuPy with a CUDA GPU is not available here: using NumPy.")
     BACKEND = "numpy"
-gs.set_backend(BACKEND)
-xp = gs.backend.default_xp()
+xp = gs.backend.array_module(BACKEND)  # numpy, or cupy on a GPU
 figure_dir = Path(FIGURE_DIR)
 figure_dir.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(SEED)
@@ -77,10 +76,10 @@ print("cov_pool:", pixel_cov.shape, "| max |cov_pool - numpy.cov(bias=True)| =",
 # L = 256.) This is the kind of matrix the square root must handle.
 
 # %%
-backbone = resnet18(head="srsop", num_classes=4, input_size=IMAGE_SIZE, seed=SEED)
+backbone = resnet18(head="srsop", num_classes=4, input_size=IMAGE_SIZE, seed=SEED).eval()
 if BACKEND == "cupy":
     backbone.to_gpu()
-with gs.no_grad(), gs.eval_mode():
+with gs.no_grad():
     feats = backbone.features(gs.Tensor(xp.asarray(pixels[:2], dtype=xp.float32)))
 feature_cov = host(F.cov_pool(gs.Tensor(feats.data.astype(xp.float64))))  # float64 for the comparisons
 eigenvalues = np.linalg.eigvalsh(feature_cov[0])[::-1]

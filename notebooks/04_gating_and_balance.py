@@ -43,8 +43,7 @@ from gmsop_np.nn import GMSOP, Linear
 if BACKEND == "cupy" and not gs.cupy_available():
     print("BACKEND='cupy' was asked for, but CuPy with a CUDA GPU is not available here: using NumPy.")
     BACKEND = "numpy"
-gs.set_backend(BACKEND)
-xp = gs.backend.default_xp()
+xp = gs.backend.array_module(BACKEND)  # numpy, or cupy on a GPU
 figure_dir = Path(FIGURE_DIR)
 figure_dir.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(SEED)

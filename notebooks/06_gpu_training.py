@@ -91,8 +91,9 @@ batch = normalize(images, reference.train_set.mean, reference.train_set.std, dty
 def gradients(model, to_device):
     """Gradients of CE on one batch, in evaluation mode (no noise/dropout), as NumPy arrays."""
     model.zero_grad()
-    with gs.eval_mode():
-        loss = F.softmax_cross_entropy(model(gs.Tensor(to_device(batch))), to_device(labels))
+    model.eval()
+    loss = F.softmax_cross_entropy(model(gs.Tensor(to_device(batch))), to_device(labels))
+    model.train()
     loss.backward()
     return loss.item(), {n: gs.to_cpu(p.grad.data) for n, p in model.named_parameters() if p.grad is not None}
 

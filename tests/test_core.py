@@ -123,14 +123,14 @@ def test_no_grad_context_and_decorator():
     assert (x * 2).creator is not None, "recording is back on after the block"
 
 
-def test_train_eval_mode_switches():
-    assert gs.is_training()
-    with gs.eval_mode():
-        assert not gs.is_training()
-        with gs.train_mode():
-            assert gs.is_training()
-        assert not gs.is_training()
-    assert gs.is_training()
+def test_debug_switch_nests_and_restores():
+    assert not gs.is_debug()
+    with gs.debug():
+        assert gs.is_debug()
+        with gs.debug(False):
+            assert not gs.is_debug()
+        assert gs.is_debug()
+    assert not gs.is_debug()
 
 
 def test_leaf_without_requires_grad_gets_no_grad():

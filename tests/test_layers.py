@@ -93,9 +93,6 @@ def test_batchnorm2d_train_updates_running_stats_and_eval_uses_them(rng):
     stats = bn.running_mean.copy()
     bn.eval()
     np.testing.assert_allclose(bn(_t(z)).data, eval_oracle(z), rtol=1e-5, atol=1e-5)
-    bn.train()
-    with gs.eval_mode():  # the global switch alone also selects running stats
-        np.testing.assert_allclose(bn(_t(z)).data, eval_oracle(z), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(bn.running_mean, stats)  # evaluation does not update them
     assert set(bn.state_dict()) == {"gamma", "beta", "running_mean", "running_var"}
 
@@ -119,9 +116,6 @@ def test_dropout_train_eval_and_seeding(rng):
     assert not np.array_equal(d1(x).data, y1)  # the next call draws a new mask
     d1.eval()
     assert d1(x) is x or np.array_equal(d1(x).data, x.data)
-    d1.train()
-    with gs.eval_mode():
-        np.testing.assert_array_equal(d1(x).data, x.data)
     with pytest.raises(ValueError, match="p must be"):
         Dropout(1.0)
 

@@ -204,9 +204,9 @@ def test_noise_is_drawn_in_training_only_and_reproducible(rng):
     first = a.gate(x)[2].data
     np.testing.assert_array_equal(first, b.gate(x)[2].data)  # same seed -> same noise
     assert not np.allclose(first, a.gate(x)[2].data)  # a fresh draw every forward
-    with gs.eval_mode():
-        clean = a.gate(x)[2].data
-        u = a.gate_features(x).data
+    a.eval()
+    clean = a.gate(x)[2].data
+    u = a.gate_features(x).data
     np.testing.assert_allclose(clean, u @ a.W_g.data.T, rtol=1e-5)  # gamma = 0 in evaluation
     assert not np.allclose(first, clean)
 

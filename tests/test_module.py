@@ -133,17 +133,15 @@ def test_load_state_dict_non_strict_loads_the_rest(rng):
     np.testing.assert_array_equal(net.a.scale.data, sd["a.scale"])
 
 
-def test_train_eval_recursive_and_global_switch(rng):
+def test_train_eval_is_recursive(rng):
     net = Net(rng)
     assert all(m.training for m in net.modules())
     assert net.eval() is net
     assert not any(m.training for m in net.modules())
     net.train()
-    assert all(m.training_now for m in net.modules())
-    with gs.eval_mode():  # the global switch also turns training off
-        assert not any(m.training_now for m in net.modules())
+    assert all(m.training for m in net.modules())
     net.blocks.eval()
-    assert net.training and not net.blocks[0].training and not net.blocks[0].training_now
+    assert net.training and not net.blocks[0].training
 
 
 def test_zero_grad_and_call(rng):

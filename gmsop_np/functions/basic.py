@@ -11,7 +11,7 @@ gradient is summed back to the input's shape (``sum_to``): the adjoint of
 
 from __future__ import annotations
 
-from ..backend import get_array_module, scatter_add
+from ..backend import get_array_module
 from ..core import Function, Tensor, as_tensor
 
 __all__ = [
@@ -478,7 +478,8 @@ class GetItemGrad(Function):
     def forward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-        return scatter_add(xp, gx, self.index, gy)
+        xp.add.at(gx, self.index, gy)  # repeated indices accumulate (NumPy and CuPy >= 13)
+        return gx
 
     def backward(self, ggx):
         return getitem(ggx, self.index)

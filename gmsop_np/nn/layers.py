@@ -153,7 +153,7 @@ class _BatchNorm(Module):
             self.beta,
             self.running_mean,
             self.running_var,
-            training=self.training_now,
+            training=self.training,
             momentum=self.momentum,
             eps=self.eps,
         )
@@ -201,7 +201,7 @@ class Dropout(Module):
         self.rng = np.random.default_rng(as_rng(rng).integers(2**63))
 
     def forward(self, x):
-        return F.dropout(x, self.p, training=self.training_now, rng=self.rng)
+        return F.dropout(x, self.p, training=self.training, rng=self.rng)
 
     def extra_repr(self):
         return f"p={self.p}"

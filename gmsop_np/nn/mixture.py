@@ -166,12 +166,12 @@ class GatedMixture(_UsageMixin, Module):
                 "and the components must see the same batch"
             )
         priorities = None
-        if noise is None and self.training_now:
+        if noise is None and self.training:
             noise = draw_gate_noise(self.noise_rng, x.shape[0], self.num_components, self.noise)
             if self.tie_break == "random":
                 shape = (x.shape[0], self.num_components)
                 priorities = get_array_module(u).asarray(self.noise_rng.random(shape))
-        logits = noisy_gate_logits(u, self.W_g, self.W_n, noise if self.training_now else None)
+        logits = noisy_gate_logits(u, self.W_g, self.W_n, noise if self.training else None)
         weights, indices = topk_softmax(logits, self.k, tie_break=priorities)
         return weights, indices, logits
 
@@ -179,7 +179,7 @@ class GatedMixture(_UsageMixin, Module):
         weights, indices, _ = self.gate(x, noise)
         y, plan = sparse_mixture(x, weights, indices, list(self.components), tail=self.tail)
         self.last_indices, self.last_weights = indices.data, weights.data
-        if self.training_now:
+        if self.training:
             self.balance_loss = balance_loss(weights, self.alpha, self.ddof)
             self.usage_counts = self.usage_counts + plan.counts
         else:
@@ -215,7 +215,7 @@ class AverageMixture(_UsageMixin, Module):
         if self.tail is not None:
             outs = self.tail(outs)  # one batched call
         outs = F.reshape(outs, (self.k, b) + tuple(outs.shape[1:]))
-        if self.training_now:
+        if self.training:
             self.usage_counts = self.usage_counts + b
         return F.mean(outs, axis=0)
 

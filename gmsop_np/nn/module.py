@@ -15,10 +15,8 @@ Each kind lives in one dictionary (``_parameters``, ``_modules``, ``_buffers``);
 parameter is stored and replacing it (``to_gpu``) cannot leave a stale copy.
 
 Train / eval: ``module.train()`` / ``module.eval()`` set ``.training`` on the
-whole tree. A layer behaves as in training (batch statistics, dropout, gating
-noise) only when ``self.training_now`` is True, i.e. when its own ``.training``
-flag AND the global switch ``gmsop_np.config.Config.train`` (``gs.eval_mode()``)
-are both on. Either one can turn training behaviour off.
+whole tree; a layer behaves as in training (batch statistics, dropout, gating
+noise) when its ``.training`` flag is set. It is the only switch for this.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from ..backend import get_array_module, is_array, to_cpu, to_gpu
-from ..config import Config
 from ..core import Parameter, Tensor
 
 __all__ = ["Module", "Sequential", "ModuleList", "LoadResult"]
@@ -165,12 +162,6 @@ class Module:
     def eval(self) -> Module:
         """Evaluation mode: running BN statistics, no dropout, no gating noise."""
         return self.train(False)
-
-    @property
-    def training_now(self) -> bool:
-        """True when this module must behave as in training right now:
-        its ``.training`` flag is set AND the global ``Config.train`` switch is on."""
-        return self.training and Config.train
 
     # ----- gradients and devices ------------------------------------------------------
     def zero_grad(self) -> None:
