@@ -14,11 +14,14 @@ Two kinds of check, two policies:
   everything queued before it, which stalls the pipeline. So:
 
   - ``check_index_range`` (labels, component indices: an out-of-range value
-    would otherwise index out of bounds) runs on host arrays always -- the
-    read is free there -- and on device arrays only in debug mode;
-  - ``check_finite`` and ``check_nonnegative_trace`` (the symptoms of a
-    diverging run, or of an input that is not a covariance) run only in debug
-    mode, on every backend. A NaN in training is caught where it is cheap: at
+    would otherwise index out of bounds, or wrap around silently when negative)
+    runs on host arrays always -- the read is free there -- and on device
+    arrays only in debug mode;
+  - ``check_finite``, ``check_nonnegative`` and ``check_nonnegative_trace``
+    (the symptoms of a diverging run or of a bug upstream: a NaN, negative
+    mixture weights, a "covariance" that is not one) run only in debug mode,
+    on every backend. They are not domain errors of the function: gradient
+    checks probe it on both sides of such boundaries. A NaN in training is caught where it is cheap: at
     the loss, which the trainer reads every ``--log-every`` steps.
 
   Debug mode: ``with gs.debug(): ...``, ``GMSOP_NP_DEBUG=1`` or ``gmsop train --debug``.
@@ -40,7 +43,9 @@ __all__ = [
     "check_choice",
     "check_int_pair",
     "check_float_dtype",
+    "check_square_batch",
     "check_index_range",
+    "check_nonnegative",
     "check_finite",
     "check_nonnegative_trace",
 ]
@@ -105,6 +110,18 @@ def check_float_dtype(x, name: str) -> None:
         )
 
 
+def check_square_batch(a, name: str) -> None:
+    """A TypeError unless ``a`` is floating point, a ValueError unless its shape is (B, d, d) with d >= 1."""
+    check_float_dtype(a, name)
+    if a.ndim != 3 or a.shape[1] != a.shape[2]:
+        raise ValueError(
+            f"{name} expects a batch of square matrices of shape (B, d, d), got shape {tuple(a.shape)}; "
+            "a single matrix needs a batch axis: a.reshape(1, d, d)"
+        )
+    if a.shape[1] == 0:
+        raise ValueError(f"{name} needs matrices of size d >= 1, got shape {tuple(a.shape)}")
+
+
 def _range_text(minimum, maximum) -> str:
     if minimum is not None and maximum is not None:
         return f"between {minimum} and {maximum}"
@@ -124,7 +141,16 @@ def check_index_range(array, high: int, name: str, hint: str = "") -> None:
     lo, hi = int(array.min()), int(array.max())
     if lo < 0 or hi >= high:
         bad = lo if lo < 0 else hi
-        raise ValueError(f"{name}: {bad} is out of range (must lie in 0..{high - 1}){'; ' + hint if hint else ''}")
+        raise ValueError(f"{name} {bad} is out of range (must lie in 0..{high - 1}){'; ' + hint if hint else ''}")
+
+
+def check_nonnegative(array, name: str, hint: str = "") -> None:
+    """Debug mode only: a ValueError if the real ``array`` has a negative entry."""
+    if array.size == 0 or not Config.debug:
+        return
+    lowest = float(array.min())
+    if lowest < 0:
+        raise ValueError(f"{name} must be >= 0, found {lowest:g}{'; ' + hint if hint else ''}")
 
 
 def check_finite(array, name: str, hint: str = "") -> None:

@@ -159,6 +159,10 @@ def using_backend(name: str):
     """``with using_backend("cupy"): ...``: new data goes to that backend inside the block.
 
     Fails at once, with the install hint, when CuPy or a GPU is missing.
+
+    >>> with using_backend("numpy"):
+    ...     get_backend()
+    'numpy'
     """
     check_backend(name)
     if name == "cupy":

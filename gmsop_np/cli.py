@@ -1,159 +1,113 @@
 """The ``gmsop`` command line (console script ``gmsop = gmsop_np.cli:main``).
 
-    gmsop train                          # small GM-SOP on the built-in textures, NumPy, minutes
+    gmsop train                          # small GM-SOP on the built-in textures, NumPy, about a minute
     gmsop train --arch resnet18 --head gmsop -N 16 -K 8 --dataset imagenet64 --data-dir DIR
     gmsop train --out runs/x --resume    # continue exactly where a run stopped
+    gmsop heads                          # every head and its options (for -N, -K, --alpha, --head-arg)
     gmsop eval runs/x                    # top-1 / top-5 error of runs/x/best.npz
     gmsop plot runs/x                    # loss / error curves and component usage (PNGs)
     gmsop experiment figure2             # paper Fig. 2: component usage with alpha = 0 vs 100
     gmsop experiment table2              # paper Table 2: the heads side by side
 
-Every ``train`` option is a field of ``gmsop_np.train.TrainConfig``; the
-defaults follow the paper's recipe for the chosen head (SGD momentum 0.9, the
-preset's weight decay, the multi-step schedule scaled to ``--epochs``).
+Every ``train`` option is a field of ``gmsop_np.train.TrainConfig``, from which
+this parser is built: flags, help texts and defaults live there, once.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
+
+from . import __version__
 
 __all__ = ["main", "build_parser"]
 
-
-def _int_list(text):
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 40,10,5,5, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+EXAMPLES = __doc__.split("\n\n")[1]
 
 
+class CommandError(Exception):
+    """A user error found by the command line: printed as one line, exit code 2."""
+
+
+# ----- train options, derived from TrainConfig -----------------------------------------------------
 def _key_value(text):
+    from .train.options import parse_value  # noqa: PLC0415
+
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    try:
-        value = json.loads(value)
-    except json.JSONDecodeError:
-        pass  # keep it as a string
-    return key, value
+    return key.strip(), parse_value(value)
 
 
-def _add_train_options(p):
-    from .models import list_heads  # noqa: PLC0415
-    from .train import ARCH_CHOICES  # noqa: PLC0415
+def _parser_of(f: dataclasses.Field):
+    """How the text of a flag becomes the field's value (from its metadata or annotation)."""
+    kind = f.metadata.get("kind")
+    if kind is not None:
 
-    model = p.add_argument_group("model")
-    model.add_argument(
-        "--arch",
-        default="tiny",
-        choices=ARCH_CHOICES,
-        help="backbone: 'tiny' (CPU demo) or a paper network (default: tiny)",
-    )
-    model.add_argument("--head", default="gmsop", choices=list_heads(), help="pooling head (default: gmsop)")
-    model.add_argument(
-        "-N",
-        "--components",
-        dest="num_components",
-        type=int,
-        default=None,
-        help="N: mixture components (gmsop, gmgap; default 16)",
-    )
-    model.add_argument(
-        "-K",
-        "--k",
-        dest="k",
-        type=int,
-        default=None,
-        help="K: components selected per image (gmsop, gmgap; default 8) or averaged (avesop, avegap; default 16)",
-    )
-    model.add_argument("--alpha", type=float, default=100.0, help="balance-loss weight, Eq. 4 (default 100)")
-    model.add_argument(
-        "--preset",
-        default="paper",
-        choices=["paper", "official"],
-        help="follow the paper's text or the official release (default: paper)",
-    )
-    model.add_argument(
-        "--head-arg",
-        dest="head_kwargs",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra head argument, e.g. --head-arg noise=independent",
-    )
+        def parse(text):
+            try:
+                return kind(text)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
 
-    data = p.add_argument_group("data")
-    data.add_argument(
-        "--dataset",
-        default="textures",
-        choices=["textures", "digits", "imagenet64", "places365"],
-        help="default: textures (built in, no download)",
-    )
-    data.add_argument("--data-dir", default=None, help="folder with the imagenet64 / places365 files")
-    data.add_argument("--train-size", type=int, default=None, help="textures: training images to generate")
-    data.add_argument("--val-size", type=int, default=None, help="textures: validation images to generate")
-    data.add_argument("--image-size", type=int, default=None, help="textures / digits: image side")
-
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="epoch budget; the paper's schedule is scaled to it (default: per dataset)",
-    )
-    opt.add_argument(
-        "--schedule",
-        type=_int_list,
-        default=None,
-        metavar="E1,E2,...",
-        help="epochs per learning-rate stage, lr / 10 after each (default: the paper's, scaled)",
-    )
-    opt.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="initial learning rate (default: the paper's for the head, e.g. 0.1 for GM-SOP, 0.075 "
-        "for GAP; halved on textures/digits, where the batch is 32)",
-    )
-    opt.add_argument("--batch-size", type=int, default=None, help="default: 32 on textures/digits, 256 otherwise")
-    opt.add_argument("--momentum", type=float, default=0.9)
-    opt.add_argument("--weight-decay", type=float, default=None, help="default: from the preset")
-
-    run = p.add_argument_group("run")
-    run.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    run.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-<arch>-<head>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from last.npz")
-    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+        return parse
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return int if annotation.startswith("int") else float if annotation.startswith("float") else str
 
 
-def build_parser():
+def _add_train_options(p) -> None:
+    """One argparse option per ``TrainConfig`` field. Options not given stay absent
+    (``argparse.SUPPRESS``), so the config's own defaults apply and a resume knows what was asked."""
+    from .train import TrainConfig  # noqa: PLC0415
+
+    groups = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        group = groups.setdefault(meta["group"], p.add_argument_group(meta["group"]))
+        flags = meta["flags"] or ("--" + f.name.replace("_", "-"),)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = "" if default is None or isinstance(default, bool) else f" (default: {default})"
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=meta["help"] + shown)
+        if isinstance(default, bool):
+            kwargs["action"] = "store_false" if default else "store_true"
+        elif f.name == "head_options":
+            kwargs.update(action="append", type=_key_value, metavar=meta["metavar"])
+        else:
+            choices = meta["choices"]
+            kwargs.update(type=_parser_of(f), metavar=meta["metavar"])
+            if choices is not None:
+                kwargs["choices"] = choices() if callable(choices) else choices
+        group.add_argument(*flags, **kwargs)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gmsop", description="GM-SOP (NeurIPS 2018) from scratch on NumPy/CuPy: train, evaluate, plot."
+        prog="gmsop",
+        description="GM-SOP (NeurIPS 2018) from scratch on NumPy/CuPy: train, evaluate, plot.",
+        epilog="examples:\n" + EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"gmsop_np {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
         "train",
         help="train a network (no arguments: a small GM-SOP on textures)",
-        description="Train a network; writes config.json, metrics.csv, usage.csv, "
-        "last.npz and best.npz into the run directory.",
+        description="Train a network; writes config.json, metrics.csv, usage.csv, last.npz and best.npz "
+        "into the run directory.",
     )
     _add_train_options(p)
+
+    sub.add_parser("heads", help="every head: its name in the paper, description and options")
 
     p = sub.add_parser("eval", help="top-1 / top-5 error of a checkpoint")
     p.add_argument("run", help="run directory (or a checkpoint .npz inside one)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="default: best")
     p.add_argument("--data-dir", default=None, help="override the run's data folder")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--backend", default=None, choices=["numpy", "cupy"])
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="default: the run's")
 
     p = sub.add_parser("plot", help="figures from a run directory (PNG)")
     p.add_argument("run", help="run directory")
@@ -195,21 +149,23 @@ def _add_experiment_options(p, default_out, epochs):
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+# ----- commands ------------------------------------------------------------------------------------
 def _train(args):
-    from .train import NonFiniteLossError, TrainConfig, Trainer, default_batch_size  # noqa: PLC0415
+    from .train import NonFiniteLossError, TrainConfig, Trainer  # noqa: PLC0415
 
-    options = vars(args).copy()
-    resume = options.pop("resume")
-    options.pop("command")
-    options["head_kwargs"] = dict(options["head_kwargs"])
-    if options["batch_size"] is None:
-        options["batch_size"] = default_batch_size(options["dataset"])
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
+    if "head_options" in given:
+        given["head_options"] = dict(given["head_options"])
     try:
-        trainer = Trainer(TrainConfig(**options), resume=resume)
-    except (FileExistsError, FileNotFoundError, ValueError, ImportError, RuntimeError, KeyError) as exc:
-        print(f"gmsop train: error: {exc}", file=sys.stderr)
-        return 2
-    _print_header(trainer, resume)
+        if args.resume:
+            if "out" not in given:
+                raise CommandError("--resume needs the run directory: --out DIR")
+            trainer = Trainer.resume(given["out"], given)
+        else:
+            trainer = Trainer(TrainConfig(**given))
+    except (FileExistsError, FileNotFoundError, ValueError, TypeError, ImportError, RuntimeError, KeyError) as exc:
+        raise CommandError(exc) from None
+    _print_header(trainer, args.resume)
     try:
         summary = trainer.fit()
     except NonFiniteLossError as exc:
@@ -220,10 +176,11 @@ def _train(args):
 
 
 def _print_header(trainer, resume):
-    c = trainer.config
-    what = f"{c.arch} + {c.head}"
-    if c.head in ("gmsop", "gmgap"):
-        what += f"-{c.num_components or 16}-{c.k or 8}"
+    from .nn.heads import get_head  # noqa: PLC0415
+    from .train import head_options  # noqa: PLC0415
+
+    c, plan = trainer.config, trainer.plan
+    what = f"{c.arch} + {get_head(c.head).display_name(head_options(c))}"
     print(
         f"{'resuming' if resume else 'training'} {what} on {c.dataset} ({len(trainer.train_set)} train / "
         f"{len(trainer.val_set)} val images, {trainer.num_classes} classes), "
@@ -231,8 +188,8 @@ def _print_header(trainer, resume):
         flush=True,
     )
     print(
-        f"SGD lr {trainer.lr:g} (momentum {c.momentum}, weight decay {trainer.weight_decay:g}), "
-        f"schedule {trainer.schedule} epochs (lr / 10 per stage), batch {c.batch_size}; run directory "
+        f"SGD lr {plan.lr:g} (momentum {c.momentum}, weight decay {plan.weight_decay:g}), "
+        f"schedule {plan.schedule} epochs (lr / 10 per stage), batch {plan.batch_size}; run directory "
         f"{trainer.out}",
         flush=True,
     )
@@ -250,6 +207,16 @@ def _print_summary(summary):
     )
 
 
+def _heads(args):
+    from .nn.heads import HEADS  # noqa: PLC0415
+
+    for name, spec in sorted(HEADS.items()):
+        print(f"{name:8} {spec.display_name()}: {spec.description}")
+        options = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
+        print(f"         options: {options or 'none'}")
+    return 0
+
+
 def _eval(args):
     from .train import evaluate_checkpoint  # noqa: PLC0415
 
@@ -261,9 +228,8 @@ def _eval(args):
             batch_size=args.batch_size,
             backend=args.backend,
         )
-    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as exc:
-        print(f"gmsop eval: error: {exc}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError, TypeError, ImportError, RuntimeError) as exc:
+        raise CommandError(exc) from None
     print(
         f"{result['checkpoint']}: top-1 error {result['top1']:.4f}, top-5 error {result['top5']:.4f}, "
         f"loss {result['loss']:.4f} on {result['images']} {result['split']} images"
@@ -277,8 +243,7 @@ def _plot(args):
     try:
         paths = plot_run(args.run, args.out)
     except (FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"gmsop plot: error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(exc) from None
     for path in paths:
         print(path)
     return 0
@@ -288,28 +253,35 @@ def _experiment(args):
     from . import experiments  # noqa: PLC0415
 
     if args.experiment is None:
-        print("gmsop experiment: choose figure2 or table2 (gmsop experiment --help)", file=sys.stderr)
-        return 2
+        raise CommandError("choose figure2 or table2 (gmsop experiment --help)")
     options = {k: v for k, v in vars(args).items() if k not in ("command", "experiment")}
     if args.experiment == "table2" and options.get("heads"):
         options["heads"] = [h.strip() for h in options["heads"].split(",") if h.strip()]
     elif "heads" in options and options["heads"] is None:
         options.pop("heads")
     runner = experiments.figure2 if args.experiment == "figure2" else experiments.table2
-    result = runner(**options)
+    try:
+        result = runner(**options)
+    except (FileNotFoundError, ValueError, TypeError, ImportError, RuntimeError) as exc:
+        raise CommandError(exc) from None
     for path in result["files"]:
         print(path)
     return 0
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"train": _train, "eval": _eval, "plot": _plot, "experiment": _experiment}[args.command]
-    return handler(args)
+    handlers = {"train": _train, "heads": _heads, "eval": _eval, "plot": _plot, "experiment": _experiment}
+    handler = handlers[args.command]
+    try:
+        return handler(args)
+    except CommandError as exc:
+        print(f"gmsop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # python -m gmsop_np.cli

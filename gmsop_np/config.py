@@ -70,7 +70,14 @@ def enable_grad() -> using_config:
 
 
 def debug(enabled: bool = True) -> using_config:
-    """Check values too (NaN/Inf, trace signs, label and index ranges); see ``_checks.py``."""
+    """Check values too (NaN/Inf, trace signs, label and index ranges); see ``_checks.py``.
+
+    >>> with debug():
+    ...     is_debug()
+    True
+    >>> is_debug()
+    False
+    """
     return using_config("debug", bool(enabled))
 
 

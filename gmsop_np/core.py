@@ -10,18 +10,18 @@ How it works (derivations/01_autodiff.md walks through it):
   Processing Functions from the highest generation down guarantees that every
   consumer of a Tensor has contributed its gradient before the Tensor's own
   creator runs -- the reverse topological order, found without recursion.
-* Gradients of one backward pass are accumulated in a dictionary (so a Tensor
-  used twice, ``b = a + a``, receives the sum of both contributions) and only
-  written to ``.grad`` for leaves and for Tensors that asked ``retain_grad()``.
+* Gradients of one backward pass are summed per Tensor (so a Tensor used
+  twice, ``b = a + a``, receives the sum of both contributions) and written to
+  ``.grad`` only for leaves and for Tensors that asked ``retain_grad()``.
 
-A Function writes its backward in one of two styles:
+A Function writes its backward in one of two styles, told apart by its base class:
 
-* ``differentiable_backward = True`` (the default): ``backward`` receives
-  Tensors and builds its result from differentiable ops, so with
-  ``create_graph=True`` the gradient itself has a graph (second derivatives).
-* ``differentiable_backward = False``: a kernel-style backward on raw arrays
-  (im2col, Newton--Schulz recursion, Top-K). Asking for a second derivative
-  through such a Function raises a clear ``RuntimeError``.
+* ``Function``: ``backward`` receives the upstream gradients as Tensors and builds
+  its result from differentiable ops, so with ``create_graph=True`` the gradient
+  itself has a graph (second derivatives).
+* ``ArrayFunction``: a kernel-style backward on raw arrays (im2col, the
+  Newton--Schulz recursion, batch norm's closed form): faster, but asking for a
+  second derivative through it raises a clear ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 from .backend import backend_of, default_xp, get_array_module, is_array, to_cpu
 from .config import Config, using_config
 
-__all__ = ["Tensor", "Parameter", "Function", "as_tensor", "backward", "tensor"]
+__all__ = ["Tensor", "Parameter", "Function", "ArrayFunction", "as_tensor", "backward", "tensor"]
 
 DEFAULT_DTYPE = np.float32
 
@@ -43,11 +43,25 @@ DEFAULT_DTYPE = np.float32
 def _as_backend_array(data, dtype=None):
     """Turn user data into a backend array (Python data -> float32 by default)."""
     if is_array(data):
-        return data if dtype is None else data.astype(dtype, copy=False)
-    if isinstance(data, np.generic):
-        return np.asarray(data, dtype=dtype)
-    xp = default_xp()
-    return xp.asarray(data, dtype=DEFAULT_DTYPE if dtype is None else dtype)
+        array = data if dtype is None else data.astype(dtype, copy=False)
+    elif isinstance(data, np.generic):
+        array = np.asarray(data, dtype=dtype)
+    elif data is None or isinstance(data, (str, bytes, dict, set)):
+        raise TypeError(f"Tensor data must be an array, a number or a (nested) list of numbers, got {data!r}")
+    else:
+        try:
+            array = default_xp().asarray(data, dtype=DEFAULT_DTYPE if dtype is None else dtype)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"Tensor data must be numeric: cannot convert this {type(data).__name__} ({exc}); "
+                "a list of Tensors is stacked with F.stack"
+            ) from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Tensor data must be numeric (bool, integer or floating point), got dtype {array.dtype}; "
+            "a list of Tensors is stacked with F.stack"
+        )
+    return array
 
 
 class Tensor:
@@ -57,8 +71,14 @@ class Tensor:
     ----------
     data : numpy.ndarray or cupy.ndarray
     grad : Tensor or None -- filled by ``backward`` for leaves (and retained tensors)
-    requires_grad : bool -- whether gradients flow to this tensor
+    requires_grad : bool -- whether gradients flow to this tensor (floating point only)
     creator : Function or None -- the Function that produced it (None for leaves)
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> y = (x * x).sum()
+    >>> y.backward()          # dy/dx = 2x
+    >>> x.grad
+    Tensor([2. 4.], dtype=float32)
     """
 
     _is_gmsop_tensor = True
@@ -68,6 +88,11 @@ class Tensor:
         if isinstance(data, Tensor):
             raise TypeError("Tensor(data) expects array data, not a Tensor; use t.detach() to copy a tensor's value")
         self.data = _as_backend_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.data.dtype}; "
+                "convert first, e.g. Tensor(x.astype(numpy.float32), requires_grad=True)"
+            )
         self.requires_grad = bool(requires_grad)
         self.grad: Tensor | None = None
         self.creator: Function | None = None
@@ -77,15 +102,15 @@ class Tensor:
 
     # ----- array-like properties -------------------------------------------------
     @property
-    def shape(self):
+    def shape(self) -> tuple:
         return self.data.shape
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return self.data.ndim
 
     @property
-    def size(self):
+    def size(self) -> int:
         return self.data.size
 
     @property
@@ -101,14 +126,112 @@ class Tensor:
     def is_leaf(self) -> bool:
         return self.creator is None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.data)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         body = str(to_cpu(self.data)).replace("\n", "\n       ")
         extra = f", backend={self.backend}" if self.backend != "numpy" else ""
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({body}, dtype={self.dtype}{extra}{grad})"
+
+    # ----- operators: each is a differentiable function of gmsop_np.functions.basic ---------
+    def __add__(self, other):
+        return _ops.add(self, as_tensor(other, self))
+
+    def __radd__(self, other):
+        return _ops.add(as_tensor(other, self), self)
+
+    def __sub__(self, other):
+        return _ops.sub(self, as_tensor(other, self))
+
+    def __rsub__(self, other):
+        return _ops.sub(as_tensor(other, self), self)
+
+    def __mul__(self, other):
+        return _ops.mul(self, as_tensor(other, self))
+
+    def __rmul__(self, other):
+        return _ops.mul(as_tensor(other, self), self)
+
+    def __truediv__(self, other):
+        return _ops.div(self, as_tensor(other, self))
+
+    def __rtruediv__(self, other):
+        return _ops.div(as_tensor(other, self), self)
+
+    def __neg__(self):
+        return _ops.neg(self)
+
+    def __pow__(self, exponent):
+        return _ops.pow(self, exponent)
+
+    def __matmul__(self, other):
+        return _ops.matmul(self, as_tensor(other, self))
+
+    def __rmatmul__(self, other):
+        return _ops.matmul(as_tensor(other, self), self)
+
+    def __getitem__(self, index):
+        return _ops.getitem(self, index)
+
+    # comparisons give plain (non-differentiable) boolean Tensors, handy for masks
+    def __gt__(self, other):
+        return Tensor(self.data > getattr(other, "data", other))
+
+    def __ge__(self, other):
+        return Tensor(self.data >= getattr(other, "data", other))
+
+    def __lt__(self, other):
+        return Tensor(self.data < getattr(other, "data", other))
+
+    def __le__(self, other):
+        return Tensor(self.data <= getattr(other, "data", other))
+
+    __hash__ = object.__hash__  # identity: Tensors are dictionary keys in backward
+
+    # ----- methods: the same functions, spelled as NumPy spells them ---------------------------
+    def sum(self, axis=None, keepdims=False):
+        return _ops.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _ops.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _ops.max(self, axis, keepdims)
+
+    def exp(self):
+        return _ops.exp(self)
+
+    def log(self):
+        return _ops.log(self)
+
+    def sqrt(self):
+        return _ops.sqrt(self)
+
+    def abs(self):
+        return _ops.abs(self)
+
+    def clip(self, lo=None, hi=None):
+        return _ops.clip(self, lo, hi)
+
+    def reshape(self, *shape):
+        return _ops.reshape(self, *shape)
+
+    def transpose(self, *axes):
+        return _ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+
+    def swapaxes(self, axis1, axis2):
+        return _ops.swapaxes(self, axis1, axis2)
+
+    @property
+    def T(self):
+        return _ops.transpose(self)
+
+    @property
+    def mT(self):
+        """The transpose of the last two axes (of every matrix in a batch)."""
+        return _ops.swapaxes(self, -1, -2)
 
     # ----- conversions ----------------------------------------------------------
     def numpy(self) -> np.ndarray:
@@ -116,6 +239,7 @@ class Tensor:
         return np.array(to_cpu(self.data), copy=True)
 
     def item(self):
+        """The value of a one-element tensor as a Python number (a device->host read on a GPU)."""
         if self.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.data.reshape(()).item()
@@ -126,7 +250,8 @@ class Tensor:
 
     def astype(self, dtype) -> Tensor:
         """A copy in another dtype, cut from the graph (use for data, not inside a model)."""
-        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad)
+        array = self.data.astype(dtype)
+        return Tensor(array, requires_grad=self.requires_grad and array.dtype.kind == "f")
 
     def to_gpu(self) -> Tensor:
         """A copy on the GPU (a new leaf). Modules move parameters in place instead."""
@@ -164,7 +289,7 @@ class Parameter(Tensor):
     def __init__(self, data, name: str | None = None, dtype=None):
         super().__init__(data, requires_grad=True, name=name, dtype=dtype)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Parameter" + super().__repr__()[len("Tensor") :]
 
 
@@ -185,13 +310,14 @@ def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
 
 
 class Function:
-    """One differentiable operation.
+    """One differentiable operation whose backward is itself differentiable.
 
     Subclasses implement ``forward(*xs)`` on raw arrays (returning an array or a
-    tuple of arrays) and ``backward(*gys)`` returning one gradient per input
-    (``None`` for inputs that need none). Values needed by backward are saved
-    as named attributes in forward. ``self.needs_input_grad`` tells backward
-    which inputs need a gradient, so it can skip the others.
+    tuple of arrays) and ``backward(*gys)``, which receives one upstream gradient
+    per output **as a Tensor** and returns one gradient per input (a Tensor, or
+    ``None`` for inputs that need none), built from differentiable ops. Values
+    needed by backward are saved as named attributes in forward;
+    ``self.needs_input_grad`` tells backward which inputs need a gradient.
     """
 
     differentiable_backward = True
@@ -200,7 +326,7 @@ class Function:
         like = next((x for x in inputs if isinstance(x, Tensor)), None)
         inputs = tuple(as_tensor(x, like) for x in inputs)
         get_array_module(*inputs)  # raises a TypeError when NumPy and CuPy are mixed
-        outputs = self.forward(*(x.data for x in inputs))
+        outputs = self._forward_naming_errors(tuple(x.data for x in inputs))
         is_tuple = isinstance(outputs, tuple)
         outputs = tuple(Tensor(y) for y in (outputs if is_tuple else (outputs,)))
 
@@ -213,6 +339,16 @@ class Function:
             for y in outputs:
                 y.creator, y.requires_grad, y.generation = self, True, self.generation + 1
         return outputs if is_tuple else outputs[0]
+
+    def _forward_naming_errors(self, arrays):
+        """``forward``, with NumPy's bare errors (broadcasting, indexing) prefixed by the op and shapes."""
+        try:
+            return self.forward(*arrays)
+        except (ValueError, TypeError, IndexError) as exc:
+            if type(exc) not in (ValueError, TypeError, IndexError):
+                raise  # a specialised error type (ours or NumPy's) already says enough
+            shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
+            raise type(exc)(f"{self.name} (inputs of shape {shapes}): {exc}") from exc
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -256,16 +392,20 @@ class Function:
                 raise RuntimeError(
                     f"{self.name}.backward returned a gradient of shape {gx.shape} for input {i} of shape {x.shape}"
                 )
-            if gx.dtype != x.dtype and x.dtype.kind == "f":
-                gx = gx if gx.creator is not None else Tensor(gx.data.astype(x.dtype))
+            if gx.dtype != x.dtype and gx.creator is None:
+                gx = Tensor(gx.data.astype(x.dtype))
             checked.append(gx)
         return checked
 
 
-def _zeros_like_meta(meta, like: Tensor) -> Tensor:
-    shape, dtype = meta
-    xp = get_array_module(like)
-    return Tensor(xp.zeros(shape, dtype=dtype))
+class ArrayFunction(Function):
+    """A Function with a kernel-style backward: ``backward(*gys)`` receives **raw arrays**
+    and returns raw arrays (or ``None``). Faster for closed-form VJPs (im2col,
+    Newton--Schulz, batch norm), but not differentiable: ``create_graph=True``
+    through it raises a ``RuntimeError`` naming the Function.
+    """
+
+    differentiable_backward = False
 
 
 def _seed_gradient(out: Tensor, grad) -> Tensor:
@@ -275,8 +415,7 @@ def _seed_gradient(out: Tensor, grad) -> Tensor:
                 f"backward() without a gradient needs a one-element output, got shape {out.shape}; "
                 "pass grad= (an array of the output's shape)"
             )
-        xp = get_array_module(out)
-        return Tensor(xp.ones(out.shape, dtype=out.dtype))
+        return Tensor(get_array_module(out).ones(out.shape, dtype=out.dtype))
     grad = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=out.dtype)
     get_array_module(out, grad)
     if grad.shape != out.shape:
@@ -295,18 +434,15 @@ def backward(outputs, grads=None, create_graph: bool = False) -> None:
     if len(grads) != len(outputs):
         raise ValueError(f"{len(outputs)} outputs but {len(grads)} gradients")
 
-    pending = {}  # id(tensor) -> accumulated gradient Tensor
-    tensors = {}  # id(tensor) -> tensor (keeps ids valid)
-    heap, queued, tie = [], set(), itertools.count()
+    pending: dict[Tensor, Tensor] = {}  # gradient received so far by each Tensor of this pass
+    queue, queued, arrival = [], set(), itertools.count()  # Functions by generation, highest first
 
-    def receive(t: Tensor, g: Tensor):
-        key = id(t)
-        pending[key] = g if key not in pending else pending[key] + g
-        tensors[key] = t
+    def receive(t: Tensor, g: Tensor) -> None:
+        pending[t] = pending[t] + g if t in pending else g  # a reused Tensor sums its gradients
         f = t.creator
-        if f is not None and id(f) not in queued:
-            queued.add(id(f))
-            heapq.heappush(heap, (-f.generation, next(tie), f))
+        if f is not None and f not in queued:
+            queued.add(f)
+            heapq.heappush(queue, (-f.generation, next(arrival), f))  # arrival: a deterministic tie-break
 
     for out, g in zip(outputs, grads):
         if not out.requires_grad:
@@ -314,25 +450,33 @@ def backward(outputs, grads=None, create_graph: bool = False) -> None:
         receive(out, _seed_gradient(out, g))
 
     with using_config("enable_backprop", create_graph):
-        while heap:
-            f = heapq.heappop(heap)[2]
-            gys = []
-            for ref, meta in zip(f.output_refs, f.output_meta):
-                y = ref()
-                g = pending.pop(id(y), None) if y is not None else None
-                if g is not None and y._retains_grad:
-                    y.grad = g if y.grad is None else y.grad + g
-                gys.append(g if g is not None else _zeros_like_meta(meta, f.inputs[0]))
+        while queue:
+            f = heapq.heappop(queue)[2]
+            gys = [_take_gradient(pending, ref(), meta, f) for ref, meta in zip(f.output_refs, f.output_meta)]
             for x, gx in zip(f.inputs, f._run_backward(gys, create_graph)):
                 if gx is not None:
                     receive(x, gx)
 
-    for key, g in pending.items():  # what is left belongs to leaves
-        t = tensors[key]
-        if t.is_leaf or t._retains_grad:
-            if g.creator is None:
-                # Own copy: ``a + b`` hands both leaves the same gradient object,
-                # and the seed may be the caller's array; an in-place update of
-                # one .grad must not change another.
-                g = Tensor(g.data.copy())
-            t.grad = g if t.grad is None else t.grad + g
+    for t, g in pending.items():  # what is left belongs to leaves
+        if g.creator is None:
+            # Own copy: ``a + b`` hands both leaves the same gradient object,
+            # and the seed may be the caller's array; an in-place update of
+            # one .grad must not change another.
+            g = Tensor(g.data.copy())
+        t.grad = g if t.grad is None else t.grad + g
+
+
+def _take_gradient(pending, y, meta, f) -> Tensor:
+    """The gradient of output ``y`` of ``f`` (zeros if it received none); kept in ``.grad`` if retained."""
+    g = pending.pop(y, None) if y is not None else None
+    if g is None:
+        shape, dtype = meta
+        return Tensor(get_array_module(f.inputs[0]).zeros(shape, dtype=dtype))
+    if y._retains_grad:
+        y.grad = g if y.grad is None else y.grad + g
+    return g
+
+
+# The operators above call the differentiable functions of functions/basic.py, which
+# itself builds on Tensor and Function: imported last, once both classes exist.
+from .functions import basic as _ops  # noqa: E402

@@ -111,6 +111,12 @@ def check_backward(
 
     Returns the analytic gradients (NumPy arrays, one per checked input).
     Raises ``GradientCheckError`` naming the worst entry when a check fails.
+
+    >>> import numpy as np
+    >>> import gmsop_np.functional as F
+    >>> (grad,) = check_backward(lambda a: F.exp(a) * a, [np.linspace(-1.0, 1.0, 5)])
+    >>> grad.shape
+    (5,)
     """
     rng = np.random.default_rng(seed)
     tensors, checked = _prepare_inputs(inputs)

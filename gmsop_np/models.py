@@ -1,6 +1,6 @@
 """The paper's networks: modified ResNet-18 / ResNet-50 / WRN-36-2 backbones + a head.
 
-Backbone (paper Table 1, SPEC §3), for 64×64 inputs::
+Backbone (paper Table 1), for 64×64 inputs::
 
     conv1   3×3, 16, stride 1, BN, ReLU            (no max-pool)       64×64
     stage1  basic blocks, width w1, stride 1                           64×64
@@ -38,17 +38,16 @@ heads, as the MatConvNet release does. Places365 uses 96×96 crops (12×12 map).
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from . import nn as _nn  # noqa: F401  (importing gmsop_np.nn registers every head)
+from ._checks import check_int
 from .nn.heads import HEADS, get_head
 from .nn.layers import BatchNorm2d, Conv2d, ReLU
 from .nn.module import Module, ModuleList, Sequential
 from .presets import get_preset
 
-__all__ = ["BasicBlock", "ResNet", "resnet18", "resnet50", "wrn36_2", "build_model", "list_heads", "ARCHS"]
+__all__ = ["BasicBlock", "ResNet", "tiny", "resnet18", "resnet50", "wrn36_2", "build_model", "list_heads", "ARCHS"]
 
 
 class BasicBlock(Module):
@@ -79,26 +78,12 @@ class BasicBlock(Module):
         return self.relu(y + skip)
 
 
-def _check_head_kwargs(spec, channels, num_classes, preset, rng, head_kwargs):
-    """Fail early, naming the options the head accepts, when a keyword does not fit its factory."""
-    signature = inspect.signature(spec.factory)
-    try:
-        signature.bind(channels, num_classes, preset=preset, rng=rng, **head_kwargs)
-    except TypeError as exc:
-        options = [
-            n for n, p in signature.parameters.items() if p.kind == p.KEYWORD_ONLY and n not in ("preset", "rng")
-        ]
-        raise TypeError(
-            f"head {spec.name!r} rejected the options {sorted(head_kwargs)} ({exc}); "
-            f"it accepts {options or 'no options'}"
-        ) from None
-
-
 def _check_input_size(input_size):
-    if not isinstance(input_size, (int, np.integer)) or input_size < 8 or input_size % 8:
+    check_int(input_size, "input_size", 8)
+    if input_size % 8:
         raise ValueError(
-            f"input_size must be a positive multiple of 8 (the backbone halves the map three times); "
-            f"got {input_size!r}. The paper uses 64 (downsampled ImageNet) and 96 (Places365 crops)."
+            f"input_size must be a multiple of 8 (the backbone halves the map three times), got {input_size}. "
+            "The paper uses 64 (downsampled ImageNet) and 96 (Places365 crops)."
         )
 
 
@@ -115,7 +100,8 @@ class ResNet(Module):
     preset : "paper" or "official" (last-stage stride for second-order heads, NS iterations, ...)
     seed : seeds the one Generator that initialises every layer (same seed -> identical weights)
     stem_width : channels of conv1 (16 in every network of the paper)
-    head_kwargs : passed to the head factory (e.g. ``dim=`` for "gapxd", ``N=``/``K=`` for mixtures)
+    head_options : the head's options (``HEADS[head].options``), e.g. ``dim=`` for "gapxd",
+        ``num_components=`` / ``k=`` / ``alpha=`` for "gmsop"
 
     Attributes: ``stem``, ``stages`` (ModuleList of Sequential), ``head``,
     ``feature_map_size`` (side of the map the head sees), ``balance_loss``.
@@ -133,13 +119,12 @@ class ResNet(Module):
         seed=0,
         stem_width=16,
         in_channels=3,
-        **head_kwargs,
+        **head_options,
     ):
         super().__init__()
         if len(blocks) != 4 or len(widths) != 4 or min(blocks) < 1:
             raise ValueError(f"need four stages with >= 1 block each: blocks={blocks}, widths={widths}")
-        if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        check_int(num_classes, "num_classes", 1)
         _check_input_size(input_size)
         spec, preset = get_head(head), get_preset(preset)
         rng = np.random.default_rng(seed)
@@ -158,8 +143,8 @@ class ResNet(Module):
             stage += [BasicBlock(width, width, 1, rng=rng) for _ in range(n_blocks - 1)]
             self.stages.append(Sequential(*stage))
             channels = width
-        _check_head_kwargs(spec, channels, num_classes, preset, rng, head_kwargs)
-        self.head = spec.factory(channels, num_classes, preset=preset, rng=rng, **head_kwargs)
+        spec.check_options(head_options)
+        self.head = spec.factory(channels, num_classes, preset=preset, rng=rng, **head_options)
 
     def features(self, x):
         """The backbone's last feature map (B, widths[-1], s, s), s = feature_map_size."""
@@ -187,7 +172,7 @@ class ResNet(Module):
         return f"head={self.head_name!r}, preset={self.preset.name!r}, feature_map={self.feature_map_size}"
 
 
-def resnet18(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_kwargs) -> ResNet:
+def resnet18(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_options) -> ResNet:
     """Modified ResNet-18 (Table 1): [2, 2, 2, 2] basic blocks, widths 16/32/64/128."""
     return ResNet(
         (2, 2, 2, 2),
@@ -197,11 +182,11 @@ def resnet18(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0
         input_size=input_size,
         preset=preset,
         seed=seed,
-        **head_kwargs,
+        **head_options,
     )
 
 
-def resnet50(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_kwargs) -> ResNet:
+def resnet50(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_options) -> ResNet:
     """Modified ResNet-50 (Table 1): [6, 6, 6, 6] basic blocks, widths 16/32/64/128."""
     return ResNet(
         (6, 6, 6, 6),
@@ -211,11 +196,11 @@ def resnet50(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0
         input_size=input_size,
         preset=preset,
         seed=seed,
-        **head_kwargs,
+        **head_options,
     )
 
 
-def wrn36_2(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_kwargs) -> ResNet:
+def wrn36_2(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_options) -> ResNet:
     """WRN-36-2: [4, 4, 4, 4] basic blocks, widths 32/64/128/256 (see the module docstring)."""
     return ResNet(
         (4, 4, 4, 4),
@@ -225,19 +210,43 @@ def wrn36_2(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0,
         input_size=input_size,
         preset=preset,
         seed=seed,
-        **head_kwargs,
+        **head_options,
     )
 
 
-ARCHS = {"resnet18": resnet18, "resnet50": resnet50, "wrn36_2": wrn36_2}
+def tiny(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_options) -> ResNet:
+    """A small ResNet for CPU demos and tests: one basic block per stage, widths 8/16/32/32,
+    an 8-channel stem, and the head's narrow ``tiny`` options (``HEADS[head].tiny``, e.g.
+    components 32 -> 16 channels for GM-SOP) unless given. Not a network of the paper."""
+    options = {**get_head(head).tiny, **head_options}
+    return ResNet(
+        (1, 1, 1, 1),
+        (8, 16, 32, 32),
+        stem_width=8,
+        head=head,
+        num_classes=num_classes,
+        input_size=input_size,
+        preset=preset,
+        seed=seed,
+        **options,
+    )
 
 
-def build_model(arch, head="gap", **kwargs) -> ResNet:
-    """``build_model("resnet18", "gm_sop", num_classes=1000, ...)``; arch spellings like
-    "ResNet-18" or "wrn-36-2" are accepted."""
+#: Every backbone by name: the paper's three networks and the small CPU one.
+ARCHS = {"tiny": tiny, "resnet18": resnet18, "resnet50": resnet50, "wrn36_2": wrn36_2}
+
+
+def build_model(arch: str, head: str = "gap", **kwargs) -> ResNet:
+    """The network ``arch`` (a key of ``ARCHS``; spellings like "ResNet-18" or "wrn-36-2" work)
+    with head ``head`` (``list_heads()``); ``kwargs`` go to the arch function.
+
+    >>> model = build_model("resnet18", "gmsop", num_classes=10, k=4)
+    >>> model.head.mixture.k, model.num_parameters() > 10**6
+    (4, True)
+    """
     key = {k.replace("_", ""): k for k in ARCHS}.get(str(arch).lower().replace("-", "").replace("_", ""))
     if key is None:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHS)}")
+        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
     return ARCHS[key](head=head, **kwargs)
 
 

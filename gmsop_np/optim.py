@@ -20,10 +20,9 @@ PyTorch: ``SGD([{"params": [...]}, {"params": [...], "weight_decay": 0}], lr=0.1
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ._checks import check_int, check_number
 from .backend import backend_of, get_array_module, to_cpu, to_gpu
 from .config import no_grad
 from .core import Tensor
@@ -37,12 +36,11 @@ def is_bn_or_bias(name, param) -> bool:
 
 
 def _check_hyper(lr, momentum, weight_decay, nesterov):
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
-        raise ValueError(f"learning rate must be a finite number >= 0, got {lr!r}")
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    check_number(lr, "learning rate lr", 0.0)
+    check_number(momentum, "momentum", 0.0, 1.0)
+    if momentum >= 1.0:
+        raise ValueError(f"momentum must be below 1 (1 never forgets a gradient), got {momentum}")
+    check_number(weight_decay, "weight_decay", 0.0)
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True needs momentum > 0")
 
@@ -222,10 +220,13 @@ class MultiStepLR:
     """
 
     def __init__(self, optimizer, epochs_per_stage=(40, 10, 5, 5), base_lr=0.1, gamma=0.1):
-        if not epochs_per_stage or any(int(e) < 1 for e in epochs_per_stage):
-            raise ValueError(f"epochs_per_stage must be positive integers, got {epochs_per_stage!r}")
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        if not isinstance(epochs_per_stage, (list, tuple)) or not epochs_per_stage:
+            raise TypeError(f"epochs_per_stage must be a non-empty list of epochs, got {epochs_per_stage!r}")
+        for e in epochs_per_stage:
+            check_int(e, "each entry of epochs_per_stage", 1)
+        check_number(gamma, "gamma", 0.0, 1.0, above=True)
+        if base_lr is not None:
+            check_number(base_lr, "base_lr", 0.0)
         self.optimizer = optimizer
         self.epochs_per_stage = [int(e) for e in epochs_per_stage]
         self.gamma = float(gamma)
@@ -255,6 +256,11 @@ class MultiStepLR:
     def step(self) -> None:
         """Advance one epoch and set the optimizer's learning rate(s)."""
         self.epoch += 1
+        self._apply()
+
+    def extend_last_stage(self, epochs: int) -> None:
+        """Add ``epochs`` to the last stage (a longer run continues at the final learning rate)."""
+        self.epochs_per_stage[-1] += int(epochs)
         self._apply()
 
     def state_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""The two presets of SPEC §4: follow the paper's text, or the official release.
+"""The two presets: follow the paper's text, or the official MatConvNet release.
 
 ``preset="paper"`` (default) follows the NeurIPS paper: an 8×8 final map for
 every head, 5 Newton–Schulz iterations, weight decay 5e-4.
@@ -18,13 +18,13 @@ __all__ = ["Preset", "PRESETS", "get_preset"]
 class Preset:
     name: str
     sop_last_stage_stride: int  # stride of stage 4 when the head is second-order
-    ns_iters: int  # Newton–Schulz iterations in SR-SOP heads
+    num_iters: int  # Newton–Schulz iterations in SR-SOP heads
     weight_decay: float  # SGD weight decay
 
 
 PRESETS = {
-    "paper": Preset("paper", sop_last_stage_stride=2, ns_iters=5, weight_decay=5e-4),
-    "official": Preset("official", sop_last_stage_stride=1, ns_iters=3, weight_decay=1e-4),
+    "paper": Preset("paper", sop_last_stage_stride=2, num_iters=5, weight_decay=5e-4),
+    "official": Preset("official", sop_last_stage_stride=1, num_iters=3, weight_decay=1e-4),
 }
 
 

@@ -162,10 +162,9 @@ def train_mixture(alpha):
     usage, losses = [], []
     for step in range(STEPS):
         batch = order.choice(len(pixels), BATCH, replace=False)
-        ce = F.softmax_cross_entropy(
-            classifier(mixture(gs.Tensor(xp.asarray(pixels[batch])))), xp.asarray(labels[batch])
-        )
-        loss = ce + mixture.balance_loss / BATCH if alpha > 0 else ce
+        logits = classifier(mixture(gs.Tensor(xp.asarray(pixels[batch]))))
+        targets = xp.asarray(labels[batch])
+        loss = F.objective(logits, targets, mixture.balance_loss)  # CE_mean + L_B / B
         for p in params:
             p.grad = None
         loss.backward()
@@ -173,7 +172,7 @@ def train_mixture(alpha):
             for p in params:
                 if p.grad is not None:  # components nobody selected get no gradient
                     p.data -= 0.1 * p.grad.data
-        losses.append(ce.item())
+        losses.append(F.softmax_cross_entropy(logits, targets).item())  # the CE part, for the plot
         if (step + 1) % (STEPS // 3) == 0:  # three "epochs"
             usage.append(mixture.usage_counts.copy())
             mixture.reset_usage()

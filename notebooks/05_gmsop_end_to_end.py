@@ -83,8 +83,8 @@ def config_for(head):
 trainers = {head: Trainer(config_for(head)) for head in HEADS}
 for head, trainer in trainers.items():
     print(
-        f"{head:6} {trainer.model.num_parameters():>8,} parameters | lr {trainer.lr} | "
-        f"schedule {trainer.schedule} | weight decay {trainer.weight_decay}"
+        f"{head:6} {trainer.model.num_parameters():>8,} parameters | lr {trainer.plan.lr} | "
+        f"schedule {trainer.plan.schedule} | weight decay {trainer.plan.weight_decay}"
     )
 
 # %% [markdown]

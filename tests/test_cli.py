@@ -28,7 +28,7 @@ def test_train_eval_plot_resume(tmp_path, capsys):
     code = cli.main(["train", "-N", "4", "-K", "2", "--epochs", "1", "--out", run, *TINY])
     out = capsys.readouterr().out
     assert code == 0
-    assert "gmsop-4-2" in out and "validation top-1 error" in out
+    assert "GM-SOP-4-2" in out and "validation top-1 error" in out
     for name in ("config.json", "metrics.csv", "usage.csv", "last.npz", "best.npz"):
         assert os.path.isfile(os.path.join(run, name)), name
     with open(os.path.join(run, "config.json")) as handle:

@@ -5,7 +5,7 @@ import pytest
 
 import gmsop_np as gs
 import gmsop_np.functional as F
-from gmsop_np.core import Function
+from gmsop_np.core import ArrayFunction, Function
 
 
 def leaf(values, dtype=np.float64):
@@ -177,16 +177,15 @@ def test_backward_errors_name_the_function():
         WrongShape()(leaf([1.0, 2.0, 3.0])).backward()
 
 
-class KernelSquare(Function):
+class KernelSquare(ArrayFunction):
     """y = x^2 with a raw-array backward (kernel style)."""
-
-    differentiable_backward = False
 
     def forward(self, x):
         self.x = x
         return x * x
 
     def backward(self, gy):
+        assert isinstance(gy, np.ndarray), "an ArrayFunction's backward receives raw arrays"
         return 2 * self.x * gy
 
 
@@ -239,3 +238,31 @@ def test_leaves_sharing_an_upstream_gradient_get_separate_arrays():
     (a + b).backward(np.ones(2))
     a.grad.data[0] = 100.0
     assert b.grad.data[0] == 1.0
+
+
+def test_tensor_construction_refuses_what_is_not_numeric_data():
+    with pytest.raises(TypeError, match="Tensor data must be"):
+        gs.Tensor(None)
+    with pytest.raises(TypeError, match="Tensor data must be"):
+        gs.Tensor("1.0")
+    with pytest.raises(TypeError, match="numeric"):
+        gs.Tensor([gs.Tensor([1.0]), gs.Tensor([2.0])])
+    with pytest.raises(TypeError, match="only floating-point tensors can require gradients"):
+        gs.Tensor(np.arange(3), requires_grad=True)
+    with pytest.raises(TypeError, match="only floating-point tensors can require gradients"):
+        gs.Parameter(np.ones(2, dtype=bool))
+
+
+def test_numpy_errors_inside_an_op_name_the_op_and_the_shapes():
+    with pytest.raises(ValueError, match=r"Add \(inputs of shape \(2, 3\), \(4,\)\)"):
+        gs.Tensor(np.ones((2, 3))) + gs.Tensor(np.ones(4))
+    with pytest.raises(IndexError, match=r"GetItem \(inputs of shape \(3,\)\)"):
+        gs.Tensor(np.ones(3))[5]
+    with pytest.raises(ValueError, match=r"matmul: the inner dimensions differ.*\(2, 3\).*\(4, 5\)"):
+        gs.Tensor(np.ones((2, 3))) @ gs.Tensor(np.ones((4, 5)))
+
+
+def test_tensor_operators_are_defined_on_the_class_itself():
+    """core.py shows a Tensor with its operators: nothing is attached from elsewhere at import time."""
+    for name in ("__add__", "__mul__", "__matmul__", "__getitem__", "sum", "reshape", "T"):
+        assert name in vars(gs.Tensor), name

@@ -73,7 +73,7 @@ def test_cross_entropy_accepts_label_lists_and_tensors():
 @pytest.mark.parametrize(
     "labels, error, match",
     [
-        (np.array([0, 3]), ValueError, "label 3 is out of range for 3 classes"),
+        (np.array([0, 3]), ValueError, r"label 3 is out of range \(must lie in 0..2\); there are 3 classes"),
         (np.array([-1, 0]), ValueError, "label -1 is out of range"),
         (np.array([0.0, 1.0]), TypeError, "integers"),
         (np.array([0, 1, 2]), ValueError, r"shape \(2,\)"),

@@ -6,7 +6,7 @@
 * the balance loss works (paper Fig. 2): a short seeded training run with
   alpha = 0 collapses onto ~K components, alpha = 100 spreads the samples;
 * usage statistics, train/eval behaviour, noise modes, gate init;
-* bad input; parameter counts of the paper's models (SPEC §3, Table 3).
+* bad input; parameter counts of the paper's models (Table 3).
 """
 
 import numpy as np
@@ -143,7 +143,7 @@ def _train_usage(alpha, steps=100, batch=32, seed=0, n=8, k=4):
         labels = rng.integers(0, 2, batch)
         x = gs.Tensor((means[labels] + rng.standard_normal((batch, 8, 2, 2))).astype(np.float32))
         logits = head(x)
-        loss = F.softmax_cross_entropy(logits, labels) + head.balance_loss / batch  # CE_mean + L_B / B
+        loss = F.objective(logits, labels, head.balance_loss)  # CE_mean + L_B / B
         head.zero_grad()
         loss.backward()
         for p in head.parameters():
@@ -248,7 +248,7 @@ def test_heads_are_registered_and_follow_the_preset(rng):
     paper = HEADS["gmsop"].factory(4, 3, preset="paper", rng=0, num_components=4, k=2, **kw)
     official = HEADS["gmsop"].factory(4, 3, preset="official", rng=0, num_components=4, k=2, **kw)
     assert paper.mixture.tail.num_iters == 5 and official.mixture.tail.num_iters == 3
-    assert HEADS["avesop"].factory(4, 3, preset="paper", rng=0, k=2, ns_iters=7, **kw).mixture.tail.num_iters == 7
+    assert HEADS["avesop"].factory(4, 3, preset="paper", rng=0, k=2, num_iters=7, **kw).mixture.tail.num_iters == 7
     x = gs.Tensor(rng.standard_normal((4, 4, 2, 2)).astype(np.float32))
     for name, extra in [
         ("gmsop", dict(num_components=4, k=2, **kw)),
@@ -272,7 +272,7 @@ def test_defaults_match_the_paper():
 # ----- bad input ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [1, 0, 5])
 def test_k_outside_2_to_n_is_rejected(k):
-    with pytest.raises(ValueError, match=r"k must"):
+    with pytest.raises(ValueError, match=r"k \(components per sample; 2 <= k <= N = 4\) must be between 2 and 4"):
         mx.GMGAP(3, 4, k, width=4, rng=0)
 
 
@@ -298,7 +298,7 @@ def test_gate_fed_a_different_batch_is_rejected(rng):
         mx.GatedMixture(GlobalAvgPool(), [GlobalAvgPool()] * 3, 2, 5)(gs.Tensor(np.ones((2, 4, 1, 1))))
 
 
-# ----- parameter counts (SPEC §3, paper Table 3) -------------------------------------------------------------
+# ----- parameter counts (paper Table 3) --------------------------------------------------------------------
 PAPER_COUNTS = [
     ("resnet18", "gmgap", 2.3),
     ("resnet18", "gmsop", 10.3),

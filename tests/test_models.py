@@ -7,6 +7,7 @@ import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.models import ResNet, build_model, list_heads, resnet18, resnet50, wrn36_2
 from gmsop_np.nn import HEADS, GAPHead, register_head
+from gmsop_np.nn.heads import Recipe
 from gmsop_np.optim import SGD
 
 # (builder, head, head kwargs, paper's count in millions) -- Table 3 of the paper, 1000 classes
@@ -69,7 +70,7 @@ def probe_head():
     """A throw-away second-order head (GAP inside), registered for one test only."""
     name = "_test_second_order_probe"
 
-    @register_head(name, second_order=True, description="test only")
+    @register_head(name, label="probe", second_order=True, recipe=Recipe(0.1, (1,)), description="test only")
     def factory(in_channels, num_classes, *, preset, rng):
         return GAPHead(in_channels, num_classes, rng=rng)
 
@@ -100,11 +101,11 @@ def test_build_model_and_errors():
     assert build_model("wrn-36-2", num_classes=10).stages[3][0].conv1.out_channels == 256
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("vgg16")
-    with pytest.raises(KeyError, match="registered heads"):
+    with pytest.raises(ValueError, match="registered heads"):
         resnet18(head="nope")
     with pytest.raises(ValueError, match="multiple of 8"):
         resnet18(input_size=60)
-    with pytest.raises(TypeError, match="gap.*rejected"):
+    with pytest.raises(TypeError, match="head 'gap' does not take the option.*dim"):
         resnet18(head="gap", dim=3)
     model = ResNet((1, 1, 1, 1), (2, 2, 2, 2), num_classes=3, input_size=16)
     with pytest.raises(ValueError, match="input_size=8"):

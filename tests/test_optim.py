@@ -155,5 +155,5 @@ def test_multistep_lr_base_from_optimizer_and_state_dict():
     sched2.load_state_dict(sched.state_dict())
     assert sched2.epoch == 50
     assert [g["lr"] for g in opt2.param_groups] == pytest.approx([0.0075, 0.015])
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="each entry of epochs_per_stage must be >= 1, got 0"):
         MultiStepLR(opt, epochs_per_stage=[0, 5])

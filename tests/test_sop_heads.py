@@ -71,7 +71,7 @@ def test_parametric_srsop_is_relu_conv_relu_conv_then_srsop(rng):
     np.testing.assert_allclose(m(gs.Tensor(x.astype(np.float32))).data, expected, rtol=2e-4, atol=1e-5)
 
 
-def test_heads_are_registered_as_second_order_and_take_ns_iters_from_the_preset():
+def test_heads_are_registered_as_second_order_and_take_num_iters_from_the_preset():
     for name in ("srsop", "psrsop"):
         assert HEADS[name].second_order
         for preset, iters in (("paper", 5), ("official", 3)):

@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 
 from gmsop_np.data import ArrayDataset
-from gmsop_np.train import (
-    TIMING_COLUMNS,
-    NonFiniteLossError,
-    TrainConfig,
-    Trainer,
-    model_rngs,
-    paper_recipe,
-    scale_schedule,
-)
+from gmsop_np.nn.heads import HEADS, Recipe
+from gmsop_np.train import TIMING_COLUMNS, NonFiniteLossError, TrainConfig, Trainer, resolve, scale_schedule
 
 
 def test_scale_schedule_keeps_the_paper_proportions():
@@ -38,15 +31,16 @@ def test_scale_schedule_keeps_the_paper_proportions():
 
 
 def test_paper_recipes_and_config_defaults():
-    assert paper_recipe("gmsop") == (0.1, (40, 10, 5, 5))
-    assert paper_recipe("gmgap") == (0.075, (50, 15, 10))
-    assert paper_recipe("srsop") == (0.15, (20, 5, 5, 5))
-    lr, schedule, wd = TrainConfig(head="gmsop", dataset="imagenet64").resolved()
-    assert (lr, schedule, wd) == (0.1, [40, 10, 5, 5], 5e-4)  # the paper, in full
-    lr, schedule, wd = TrainConfig(head="gap", preset="official", epochs=6).resolved()
-    assert (lr, schedule, wd) == (0.0375, [4, 1, 1], 1e-4)  # textures: half the paper's lr
+    assert HEADS["gmsop"].recipe == Recipe(0.1, (40, 10, 5, 5))
+    assert HEADS["gmgap"].recipe == HEADS["gap"].recipe == Recipe(0.075, (50, 15, 10))
+    assert HEADS["srsop"].recipe == HEADS["psrsop"].recipe == Recipe(0.15, (20, 5, 5, 5))
+    plan = resolve(TrainConfig(head="gmsop", dataset="imagenet64"))
+    assert (plan.lr, plan.schedule, plan.weight_decay, plan.batch_size) == (0.1, [40, 10, 5, 5], 5e-4, 256)
+    plan = resolve(TrainConfig(head="gap", preset="official", epochs=6))
+    assert (plan.lr, plan.schedule, plan.weight_decay) == (0.0375, [4, 1, 1], 1e-4)  # textures: half the lr
+    assert plan.batch_size == 32
     with pytest.raises(ValueError, match="sums to"):
-        TrainConfig(schedule=[2, 1], epochs=4).resolved()
+        resolve(TrainConfig(schedule=[2, 1], epochs=4))
 
 
 def _config(tmp_path, name, **kw):
@@ -74,18 +68,18 @@ def _metrics(out):
 
 
 def _state(trainer):
-    return trainer.model.state_dict(), {k: g.bit_generator.state for k, g in model_rngs(trainer.model).items()}
+    return trainer.model.state_dict(), {k: g.bit_generator.state for k, g in trainer.model.named_generators()}
 
 
 def test_resumed_runs_reproduce_an_uninterrupted_run_exactly(tmp_path):
     full = Trainer(_config(tmp_path, "full"))
     assert full.fit()["status"] == "finished"
-    assert len(model_rngs(full.model)) >= 2  # dropout and gating noise are saved too
+    assert len(list(full.model.named_generators())) >= 2  # dropout and gating noise are saved too
 
     # stopped at the epoch boundary, resumed by a fresh Trainer (as `gmsop train --resume` does)
     first = Trainer(_config(tmp_path, "split"))
     assert first.fit(until_epoch=1)["status"] == "paused"
-    resumed = Trainer(TrainConfig(out=str(tmp_path / "split"), progress=False), resume=True)
+    resumed = Trainer.resume(str(tmp_path / "split"))
     assert resumed.fit()["status"] == "finished"
 
     # interrupted in the middle of epoch 1 (what Ctrl-C does), resumed
@@ -97,7 +91,7 @@ def test_resumed_runs_reproduce_an_uninterrupted_run_exactly(tmp_path):
     assert interrupted.fit()["status"] == "interrupted"
     assert interrupted.train_loader.state_dict()["batch"] == 2
     assert not os.path.exists(tmp_path / "ctrl_c" / "metrics.csv")  # no epoch finished yet
-    continued = Trainer(TrainConfig(out=str(tmp_path / "ctrl_c"), progress=False), resume=True)
+    continued = Trainer.resume(str(tmp_path / "ctrl_c"))
     continued.fit()
 
     reference, (ref_params, ref_rngs) = _metrics(full.out), _state(full)
@@ -117,7 +111,7 @@ def test_a_new_run_refuses_to_overwrite_and_resume_needs_a_run(tmp_path):
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(_config(tmp_path, "run", epochs=1, schedule=None))
     with pytest.raises(FileNotFoundError, match="cannot resume"):
-        Trainer(TrainConfig(out=str(tmp_path / "nothing")), resume=True)
+        Trainer.resume(str(tmp_path / "nothing"))
 
 
 def _float_textures(n, seed):
@@ -128,14 +122,14 @@ def _float_textures(n, seed):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     train, val = _float_textures(32, 0), _float_textures(16, 1)
-    config = _config(tmp_path, "nan", head="gap", image_size=16)
+    config = _config(tmp_path, "nan", head="gap", image_size=16, num_components=None, k=None)
     Trainer(config, datasets=(train, val)).fit(until_epoch=1)
     last = tmp_path / "nan" / "last.npz"
     saved = last.read_bytes()
 
     train.images[5] = np.nan  # one bad image in epoch 2
-    trainer = Trainer(TrainConfig(out=str(tmp_path / "nan"), progress=False), resume=True, datasets=(train, val))
-    batch = trainer.config.batch_size
+    trainer = Trainer.resume(str(tmp_path / "nan"), datasets=(train, val))
+    batch = trainer.plan.batch_size
     bad_step = 1 + int(np.flatnonzero(trainer.train_loader.order(1) == 5)[0]) // batch
     with pytest.raises(NonFiniteLossError, match=f"epoch 2, step {bad_step}") as info:
         trainer.fit()
@@ -170,3 +164,18 @@ def test_second_order_head_beats_gap_on_textures(tmp_path):
         trainer.fit()
         errors[head] = trainer.history[-1]["val_top1"]
     assert errors["srsop"] + 0.25 <= errors["gap"], errors
+
+
+def test_resume_extends_the_run_and_refuses_options_that_cannot_change(tmp_path):
+    first = Trainer(_config(tmp_path, "grow"))
+    first.fit()
+    assert first.plan.schedule == [1, 1]
+    with pytest.raises(ValueError, match="--lr cannot change when resuming"):
+        Trainer.resume(first.out, {"lr": 0.5})
+    with pytest.raises(ValueError, match="fewer than the run's 2"):
+        Trainer.resume(first.out, {"epochs": 1})
+    longer = Trainer.resume(first.out, {"epochs": 4, "lr": first.config.lr})  # an unchanged value is fine
+    assert longer.plan.schedule == [1, 3], "the extra epochs run at the final learning rate"
+    assert longer.fit()["epochs_done"] == 4
+    rates = [row["lr"] for row in longer.history]
+    assert rates == pytest.approx([0.05, 0.005, 0.005, 0.005])

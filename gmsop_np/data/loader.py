@@ -252,8 +252,6 @@ class _Prefetcher:
     ``close()`` stops the thread (used when the consumer stops early).
     """
 
-    _DONE = object()
-
     def __init__(self, generator, depth: int):
         self._queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()

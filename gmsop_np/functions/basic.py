@@ -292,11 +292,6 @@ class MatMul(Function):
     """
 
     def forward(self, a, b):
-        if a.ndim < 2 or b.ndim < 2:
-            raise ValueError(
-                f"matmul needs arrays with at least 2 dimensions, got shapes {a.shape} and {b.shape}; "
-                "reshape vectors to (n, 1) or (1, n)"
-            )
         return get_array_module(a).matmul(a, b)
 
     def backward(self, gy):
@@ -307,6 +302,18 @@ class MatMul(Function):
 
 
 def matmul(a, b):
+    """Matrix product ``a @ b`` of (..., n, k) and (..., k, m); leading (batch) axes broadcast."""
+    a, b = as_tensor(a), as_tensor(b)
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(
+            f"matmul needs arrays with at least 2 dimensions, got shapes {a.shape} and {b.shape}; "
+            "reshape vectors to (n, 1) or (1, n)"
+        )
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(
+            f"matmul: the inner dimensions differ, a has shape {a.shape} ({a.shape[-1]} columns) but b has "
+            f"shape {b.shape} ({b.shape[-2]} rows)"
+        )
     return MatMul()(a, b)
 
 
@@ -447,46 +454,63 @@ def _unwrap_index(index):
     return index.data if isinstance(index, Tensor) else index
 
 
+def _selects_each_entry_once(index) -> bool:
+    """True for indices made of slices, integers, ``None`` and ``...`` only: they never repeat an entry."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (slice, int, type(None), type(Ellipsis))) and not isinstance(i, bool) for i in parts)
+
+
 class GetItem(Function):
-    """y = x[index] (slices, integers, integer/boolean arrays); VJP: scatter gy into zeros.
+    """y = x[index] (slices, integers, integer/boolean arrays); VJP: gy put back into zeros.
 
     See derivations/01_autodiff.md, eq. (23).
+
+    ``unique`` says that no entry of x is selected twice (always true for slices;
+    declared by the caller for integer arrays, e.g. the upper triangle of a matrix
+    or each sample's K distinct components). Then the adjoint can *assign* instead
+    of scatter-add: deterministic and cheaper on every backend.
     """
 
-    def __init__(self, index):
+    def __init__(self, index, unique=False):
         self.index = _unwrap_index(index)
+        self.unique = unique or _selects_each_entry_once(self.index)
 
     def forward(self, x):
         self.x_shape = x.shape
         return x[self.index]
 
     def backward(self, gy):
-        return GetItemGrad(self.index, self.x_shape)(gy)
+        return GetItemGrad(self.index, self.x_shape, self.unique)(gy)
 
 
 class GetItemGrad(Function):
-    """gx = zeros(x_shape) with gy added at ``index`` (repeated indices accumulate).
+    """gx = zeros(x_shape) with gy placed at ``index``: the adjoint of GetItem.
 
-    It is the adjoint of GetItem, so its own VJP is ``ggy = ggx[index]``.
-
-    See derivations/01_autodiff.md, eq. (24).
+    Repeated indices accumulate (``add.at``: x[i] used twice receives both
+    gradients); with ``unique`` indices a plain assignment does the same.
+    Its own VJP is ``ggy = ggx[index]`` (derivations/01_autodiff.md, eq. (24)).
     """
 
-    def __init__(self, index, x_shape):
-        self.index, self.x_shape = index, x_shape
+    def __init__(self, index, x_shape, unique):
+        self.index, self.x_shape, self.unique = index, x_shape, unique
 
     def forward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-        xp.add.at(gx, self.index, gy)  # repeated indices accumulate (NumPy and CuPy >= 13)
+        if self.unique:
+            gx[self.index] = gy
+        else:
+            xp.add.at(gx, self.index, gy)  # repeated indices accumulate
         return gx
 
     def backward(self, ggx):
-        return getitem(ggx, self.index)
+        return getitem(ggx, self.index, unique=self.unique)
 
 
-def getitem(x, index):
-    return GetItem(index)(x)
+def getitem(x, index, unique=False):
+    """``x[index]``, differentiable. ``unique=True`` declares that an integer-array index
+    never selects the same entry twice (its backward then assigns instead of accumulating)."""
+    return GetItem(index, unique)(x)
 
 
 # ----- joining ---------------------------------------------------------------------------
@@ -576,43 +600,3 @@ def where(cond, a, b):
 
 def clip(x, lo=None, hi=None):
     return Clip(lo, hi)(x)
-
-
-# ----- Python operators and methods on Tensor ---------------------------------------------
-def _install_tensor_methods():
-    """Give Tensor its operators (+, -, *, /, **, @, [...]) and methods (sum, reshape, ...)."""
-    T = Tensor
-    T.__add__ = lambda self, other: add(self, as_tensor(other, self))
-    T.__radd__ = lambda self, other: add(as_tensor(other, self), self)
-    T.__sub__ = lambda self, other: sub(self, as_tensor(other, self))
-    T.__rsub__ = lambda self, other: sub(as_tensor(other, self), self)
-    T.__mul__ = lambda self, other: mul(self, as_tensor(other, self))
-    T.__rmul__ = lambda self, other: mul(as_tensor(other, self), self)
-    T.__truediv__ = lambda self, other: div(self, as_tensor(other, self))
-    T.__rtruediv__ = lambda self, other: div(as_tensor(other, self), self)
-    T.__neg__ = neg
-    T.__pow__ = pow
-    T.__matmul__ = lambda self, other: matmul(self, as_tensor(other, self))
-    T.__rmatmul__ = lambda self, other: matmul(as_tensor(other, self), self)
-    T.__getitem__ = getitem
-    T.sum = sum
-    T.mean = mean
-    T.max = max
-    T.exp = exp
-    T.log = log
-    T.sqrt = sqrt
-    T.abs = abs
-    T.clip = clip
-    T.reshape = reshape
-    T.transpose = lambda self, *axes: transpose(self, axes[0] if len(axes) == 1 else (axes or None))
-    T.swapaxes = swapaxes
-    T.T = property(lambda self: transpose(self))
-    T.mT = property(lambda self: swapaxes(self, -1, -2))
-    # comparisons give plain (non-differentiable) boolean Tensors, handy for masks
-    T.__gt__ = lambda self, other: Tensor(self.data > getattr(other, "data", other))
-    T.__ge__ = lambda self, other: Tensor(self.data >= getattr(other, "data", other))
-    T.__lt__ = lambda self, other: Tensor(self.data < getattr(other, "data", other))
-    T.__le__ = lambda self, other: Tensor(self.data <= getattr(other, "data", other))
-
-
-_install_tensor_methods()

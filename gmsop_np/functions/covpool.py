@@ -62,6 +62,12 @@ def cov_pool(x):
 
     ``Σ_b = (1/L) Σ_l (x_l − μ)(x_l − μ)ᵀ`` over the L = H·W positions of image b
     (paper Eq. 5). Float input only; the dtype is kept.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
+    >>> sigma = cov_pool(x).data
+    >>> sigma.shape, np.allclose(sigma[0], np.cov(x[0].reshape(3, 16), bias=True))
+    ((2, 3, 3), True)
     """
     x = as_tensor(x)
     if x.dtype.kind != "f":

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import check_index_range
 from ..backend import get_array_module, to_cpu
 from ..core import Function, Tensor, as_tensor
 from . import basic
@@ -46,20 +47,23 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DispatchPlan:
-    """Where every (sample, slot) pair goes. Arrays live on the data's backend.
+    """Where every (sample, slot) pair goes.
 
-    indices  (B, K) int  selected component of each slot (from ``topk_softmax``)
-    order    (B*K,) int  stable argsort of ``indices.ravel()``: row r of the
-                         dispatched batch is pair ``order[r]`` (eq. (2))
-    inverse  (B*K,) int  inverse permutation: pair p sits at row ``inverse[p]``
-    counts   (N,) host numpy int: rows per component (samples it received)
-    offsets  (N+1,) host numpy int: component i owns rows offsets[i]:offsets[i+1]
+    indices        (B, K) int   selected component of each slot (from ``topk_softmax``)
+    order          (B*K,) int   stable argsort of ``indices.ravel()``: row r of the
+                                dispatched batch is pair ``order[r]`` (eq. (2))
+    inverse        (B*K,) int   inverse permutation: pair p sits at row ``inverse[p]``
+    device_counts  (N,) int     rows per component (samples it received), on the data's backend
+    offsets        (N+1,) int   on the HOST: component i owns rows offsets[i]:offsets[i+1]
+
+    ``offsets`` is the one value of a training step that must be read from the
+    device: Python needs the slice bounds to run each component on its rows.
     """
 
     indices: object
     order: object
     inverse: object
-    counts: np.ndarray
+    device_counts: object
     offsets: np.ndarray
 
     @property
@@ -72,15 +76,17 @@ class DispatchPlan:
 
     @property
     def num_components(self) -> int:
-        return int(self.counts.shape[0])
+        return len(self.offsets) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(N,) host int64: rows per component."""
+        return np.diff(self.offsets)
 
     def slices(self):
         """(component, slice) for every component that received at least one row."""
-        return [
-            (i, slice(int(self.offsets[i]), int(self.offsets[i + 1])))
-            for i in range(self.num_components)
-            if self.counts[i] > 0
-        ]
+        bounds = self.offsets.tolist()
+        return [(i, slice(bounds[i], bounds[i + 1])) for i in range(self.num_components) if bounds[i + 1] > bounds[i]]
 
 
 def make_dispatch_plan(indices, num_components: int) -> DispatchPlan:
@@ -90,20 +96,17 @@ def make_dispatch_plan(indices, num_components: int) -> DispatchPlan:
     """
     idx = indices.data if isinstance(indices, Tensor) else indices
     xp = get_array_module(idx)
-    idx = xp.asarray(idx)
     if idx.ndim != 2 or idx.dtype.kind not in "iu":
         raise ValueError(f"indices must be a (B, K) integer array, got shape {tuple(idx.shape)} and dtype {idx.dtype}")
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_components):
-        raise ValueError(
-            f"indices must lie in [0, {num_components}), got values in [{int(idx.min())}, {int(idx.max())}]"
-        )
+    check_index_range(idx, num_components, "make_dispatch_plan: component index")
     flat = idx.reshape(-1)
     order = xp.argsort(flat, kind="stable")  # rows of one component stay in sample order
     inverse = xp.empty_like(order)
     inverse[order] = xp.arange(order.shape[0], dtype=order.dtype)
-    counts = to_cpu(xp.bincount(flat, minlength=num_components)).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    return DispatchPlan(idx, order, inverse, counts, offsets)
+    # Component i owns the rows of the sorted ids that equal i: their bounds by binary search.
+    device_offsets = xp.searchsorted(flat[order], xp.arange(num_components + 1))
+    offsets = to_cpu(device_offsets).astype(np.int64)  # the one device -> host read
+    return DispatchPlan(idx, order, inverse, device_offsets[1:] - device_offsets[:-1], offsets)
 
 
 # ----- permutation of rows ----------------------------------------------------------------------
@@ -193,51 +196,17 @@ def split_rows(x, sizes):
 
 
 # ----- combine -----------------------------------------------------------------------------------
-class SelectSlotWeights(Function):
-    """ws[b, k] = w[b, idx[b, k]]: (B, N) -> (B, K).
-
-    VJP: gw[b, idx[b, k]] = gws[b, k], zero elsewhere. The K ids of a row are
-    distinct, so the scatter is a plain assignment (no accumulation, no races).
-    derivations/10_dispatch.md, eq. (7).
-    """
-
-    def __init__(self, indices):
-        self.indices = indices
-
-    def forward(self, w):
-        xp = get_array_module(w)
-        self.n = w.shape[1]
-        rows = xp.arange(w.shape[0])[:, None]
-        return w[rows, self.indices]
-
-    def backward(self, gws):
-        return ScatterSlotWeights(self.indices, self.n)(gws)
-
-
-class ScatterSlotWeights(Function):
-    """The adjoint of ``SelectSlotWeights``: (B, K) -> (B, N) zero-filled; its VJP selects again.
-
-    See derivations/10_dispatch.md, eq. (7).
-    """
-
-    def __init__(self, indices, n):
-        self.indices, self.n = indices, n
-
-    def forward(self, gws):
-        xp = get_array_module(gws)
-        rows = xp.arange(gws.shape[0])[:, None]
-        gw = xp.zeros((gws.shape[0], self.n), dtype=gws.dtype)
-        gw[rows, self.indices] = gws
-        return gw
-
-    def backward(self, ggw):
-        return SelectSlotWeights(self.indices)(ggw)
-
-
 def select_slot_weights(weights, indices):
-    """The weights of the selected components, slot by slot: (B, N), (B, K) -> (B, K)."""
+    """The weights of the selected components, slot by slot: (B, N), (B, K) -> (B, K).
+
+    $\\omega_{b,k} = w_{b, i_{bk}}$: a gather whose indices never repeat (the K ids of a
+    row are distinct), so its VJP writes $\\bar\\omega$ into zeros by plain assignment --
+    no accumulation, no races (derivations/10_dispatch.md, eq. (7)).
+    """
+    weights = as_tensor(weights)
     idx = indices.data if isinstance(indices, Tensor) else indices
-    return SelectSlotWeights(idx)(as_tensor(weights))
+    rows = get_array_module(idx).arange(weights.shape[0])[:, None]
+    return basic.getitem(weights, (rows, idx), unique=True)
 
 
 def combine(y, weights, plan: DispatchPlan):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import check_finite, check_float_dtype, check_int, check_nonnegative, check_number
 from ..backend import get_array_module
 from ..core import Function, Tensor, as_tensor
 from . import basic
@@ -159,21 +160,9 @@ def topk_softmax(logits, k, tie_break=None):
     if logits.ndim != 2:
         raise ValueError(f"logits must be (B, N), got shape {tuple(logits.shape)}")
     n = logits.shape[1]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if not 2 <= k <= n:
-        raise ValueError(
-            f"k must satisfy 2 <= k <= N = {n}, got k = {k}; with k = 1 the softmax is "
-            "identically 1 and the gate would never receive a gradient"
-        )
-    xp = get_array_module(logits)
-    if logits.dtype.kind != "f":
-        raise TypeError(f"logits must be floating point, got {logits.dtype}")
-    if not bool(xp.isfinite(logits.data).all()):
-        raise ValueError(
-            "logits contain NaN or infinite values; check the gating features and "
-            "weights (a NaN often comes from an exploding learning rate)"
-        )
+    k = check_int(k, f"k (2 <= k <= N = {n}; with k = 1 the softmax is identically 1 and the gate never learns)", 2, n)
+    check_float_dtype(logits, "topk_softmax: logits")
+    check_finite(logits.data, "topk_softmax: logits", "a NaN often comes from an exploding learning rate")
     if tie_break is not None and tuple(tie_break.shape) != tuple(logits.shape):
         raise ValueError(f"tie_break must have the logits' shape {tuple(logits.shape)}, got {tuple(tie_break.shape)}")
     fn = TopKSoftmax(int(k), tie_break)
@@ -225,12 +214,12 @@ def balance_loss(weights, alpha=100.0, ddof=1):
     """
     weights = as_tensor(weights)
     if weights.ndim != 2:
-        raise ValueError(f"weights must be (B, N), got shape {tuple(weights.shape)}")
+        raise ValueError(f"balance_loss: weights must be (B, N), got shape {tuple(weights.shape)}")
+    check_float_dtype(weights, "balance_loss: weights")
+    check_nonnegative(weights.data, "balance_loss: weights", "pass the gate's Top-K softmax weights")  # debug only
     n = weights.shape[1]
-    if ddof not in (0, 1):
-        raise ValueError(f"ddof must be 0 or 1, got {ddof!r}")
+    ddof = check_int(ddof, "ddof", 0, 1)
     if n - ddof < 1:
         raise ValueError(f"balance loss needs N > ddof components, got N = {n} with ddof = {ddof}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
-    return BalanceLoss(float(alpha), int(ddof))(weights)
+    alpha = check_number(alpha, "alpha", 0.0)
+    return BalanceLoss(alpha, ddof)(weights)

@@ -4,19 +4,20 @@ Derivation: derivations/04_softmax_cross_entropy.md, eqs. (13)-(14).
 
 Convention: ``reduction="mean"`` (default) averages over the batch, like
 PyTorch's ``cross_entropy``. The official GM-SOP release *sums* over the batch
-and divides every gradient by B instead (SPEC §2); ``reduction="sum"`` gives
+and divides every gradient by B instead (see ``objective``); ``reduction="sum"`` gives
 that sum when a caller wants it.
 """
 
 from __future__ import annotations
 
+from .._checks import check_index_range
 from ..backend import default_xp, get_array_module, to_cpu
-from ..core import Function, Tensor, as_tensor
+from ..core import ArrayFunction, Tensor, as_tensor
 
-__all__ = ["softmax_cross_entropy", "topk_error"]
+__all__ = ["softmax_cross_entropy", "objective", "topk_error"]
 
 
-class SoftmaxCrossEntropy(Function):
+class SoftmaxCrossEntropy(ArrayFunction):
     """Cross-entropy of softmax(logits) against integer labels: (B, N), (B,) -> ().
 
     Forward:  $L = -\\frac{1}{B} \\sum_b \\log \\mathrm{softmax}(z_b)_{t_b}$
@@ -24,8 +25,6 @@ class SoftmaxCrossEntropy(Function):
     VJP:      $\\bar z = \\bar L \\, (\\mathrm{softmax}(z) - \\mathrm{onehot}(t)) / B$.
     See derivations/04_softmax_cross_entropy.md, eqs. (13)-(14).
     """
-
-    differentiable_backward = False
 
     def __init__(self, reduction):
         self.reduction = reduction
@@ -67,13 +66,9 @@ def _check_labels(logits, labels, name):
         )
     if labels.shape != (B,):
         raise ValueError(f"{name}: labels must have shape ({B},) to match logits {logits.shape}, got {labels.shape}")
-    lo, hi = int(labels.data.min()), int(labels.data.max())
-    if lo < 0 or hi >= N:
-        bad = lo if lo < 0 else hi
-        raise ValueError(
-            f"{name}: label {bad} is out of range for {N} classes (labels must be in "
-            f"0..{N - 1}); check the dataset's class count and the classifier's width"
-        )
+    check_index_range(
+        labels.data, N, f"{name}: label", f"there are {N} classes; check the dataset and the classifier's width"
+    )
     return labels
 
 
@@ -95,6 +90,24 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
         raise ValueError(f"softmax_cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
     labels = _check_labels(logits, labels, "softmax_cross_entropy")
     return SoftmaxCrossEntropy(reduction)(logits, labels)
+
+
+def objective(logits, labels, balance_loss=None):
+    """The training objective of every head: ``CE_mean(logits, labels) + balance_loss / B``.
+
+    ``balance_loss`` is a gated head's unscaled L_B (paper Eq. 4, ``model.balance_loss``),
+    ``None`` for heads without a gate. The official release sums the cross-entropy
+    over the batch and divides every gradient by B; against a *mean* cross-entropy
+    the same gradients come from adding L_B / B (derivations/09_balance_loss.md, eq. (9)).
+
+    >>> import numpy as np
+    >>> round(objective(np.zeros((2, 3)), [0, 2]).item(), 4)  # uniform logits: log 3
+    1.0986
+    """
+    loss = softmax_cross_entropy(logits, labels)
+    if balance_loss is None:
+        return loss
+    return loss + balance_loss * (1.0 / as_tensor(logits).shape[0])
 
 
 def topk_error(logits, labels, k=1):

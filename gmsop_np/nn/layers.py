@@ -28,9 +28,9 @@ import math
 import numpy as np
 
 from .. import functional as F
+from .._checks import check_int, check_int_pair, check_number
 from ..backend import default_xp
 from ..core import Parameter
-from ..functions.conv import _pair  # the same int-or-pair validation as F.conv2d
 from .module import Module
 
 __all__ = [
@@ -60,12 +60,6 @@ def _parameter(host_array: np.ndarray) -> Parameter:
     return Parameter(default_xp().asarray(host_array.astype(np.float32)))
 
 
-def _check_positive(**values):
-    for name, v in values.items():
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
 class Conv2d(Module):
     """2-D convolution (cross-correlation): (B, C_in, H, W) -> (B, C_out, H', W').
 
@@ -76,8 +70,9 @@ class Conv2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False, rng=None):
         super().__init__()
-        _check_positive(in_channels=in_channels, out_channels=out_channels)
-        kh, kw = _pair(kernel_size, "kernel_size", 1)
+        check_int(in_channels, "in_channels", 1)
+        check_int(out_channels, "out_channels", 1)
+        kh, kw = check_int_pair(kernel_size, "kernel_size", 1)
         rng = as_rng(rng)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
@@ -103,7 +98,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()
-        _check_positive(in_features=in_features, out_features=out_features)
+        check_int(in_features, "in_features", 1)
+        check_int(out_features, "out_features", 1)
         rng = as_rng(rng)
         self.in_features, self.out_features = int(in_features), int(out_features)
         bound = 1.0 / math.sqrt(in_features)
@@ -131,9 +127,9 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         super().__init__()
-        _check_positive(num_features=num_features)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        check_int(num_features, "num_features", 1)
+        check_number(momentum, "momentum", 0.0, 1.0)
+        check_number(eps, "eps", 0.0, above=True)
         self.num_features, self.momentum, self.eps = int(num_features), float(momentum), float(eps)
         self.gamma = _parameter(np.ones(num_features))
         self.beta = _parameter(np.zeros(num_features))
@@ -194,8 +190,9 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability p must be in [0, 1), got {p}")
+        check_number(p, "dropout probability p", 0.0, 1.0)
+        if p == 1.0:
+            raise ValueError("dropout probability p must be below 1 (p = 1 drops everything), got 1.0")
         self.p = float(p)
         # a child generator: dropout draws during training do not disturb the init stream
         self.rng = np.random.default_rng(as_rng(rng).integers(2**63))

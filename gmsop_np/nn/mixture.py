@@ -17,8 +17,9 @@
   ``"independent"`` one per (sample, component) (Shazeer et al. 2017). gamma is
   drawn on the host from the module's own seeded generator (``noise_rng``).
 * Gate weights W_g, W_n (N, D): ``gate_init="constant"`` sets every entry to 1/D
-  (the official release; all logits tie at first, our tie rule then picks the
-  lowest indices), ``"zeros"`` follows Shazeer et al. Both are documented choices.
+  (the official release; all logits tie at first, and in training exact ties are
+  broken at random, ``tie_break="random"``, so every component receives images
+  from the first batch), ``"zeros"`` follows Shazeer et al. Both are documented choices.
 * Balance loss (Eq. 4): each *training* forward stores the unscaled
   ``self.balance_loss`` = alpha * CV^2(importance) (a Tensor; None in evaluation).
   Training convention: ``loss = CE_mean + balance_loss / B``. The official
@@ -26,13 +27,15 @@
   so against a mean cross-entropy the faithful weight is 1/B; adding alpha = 100
   unscaled overwhelms the cross-entropy and collapses routing
   (derivations/09_balance_loss.md, eq. (9)).
-* Usage (paper Fig. 2): ``usage_counts`` (numpy int64, N) accumulates the samples
-  each component received over training forwards; ``reset_usage()`` clears it
-  (call it at the start of every epoch).
+* Usage (paper Fig. 2): the buffer ``usage_counts`` (int64, N, on the model's
+  backend: no device read per step) accumulates the samples each component
+  received over training forwards; ``reset_usage()`` clears it (the trainer does
+  at the start of every epoch); ``usage_cv(counts)`` summarises it.
 
-Heads registered here (factory kwargs in brackets): "gmsop" and "gmgap"
-[num_components=16, k=8, noise, gate_init, alpha, ...], "avesop" and "avegap"
-[k=16]. SOP heads take the preset's Newton-Schulz iterations (``ns_iters``).
+Heads registered here (their options in brackets): "gmsop" and "gmgap"
+[num_components=16, k=8, alpha=100, noise, gate_init, tie_break, ...], "avesop"
+and "avegap" [k=16]. SOP heads take the preset's Newton-Schulz iterations
+unless ``num_iters`` is given.
 """
 
 from __future__ import annotations
@@ -40,12 +43,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..backend import get_array_module
+from .._checks import check_choice, check_int, check_number
+from ..backend import default_xp, get_array_module
 from ..functions.dispatch import sparse_mixture
 from ..functions.gating import NOISE_MODES, balance_loss, draw_gate_noise, noisy_gate_logits, topk_softmax
 from ..presets import get_preset
 from . import sop as _sop  # SR-SOP (looked up at construction time)
-from .heads import ClassifierHead, register_head
+from .heads import GAP_RECIPE, ClassifierHead, Recipe, register_head
 from .layers import BatchNorm2d, Conv2d, GlobalAvgPool, ReLU, _parameter, as_rng
 from .module import Module, ModuleList, Sequential
 
@@ -62,23 +66,40 @@ __all__ = [
     "gmgap",
     "avesop",
     "avegap",
+    "usage_cv",
 ]
 
 GATE_INITS = ("constant", "zeros")
 TIE_BREAKS = ("random", "lowest")
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def usage_cv(counts) -> float:
+    """Coefficient of variation std/mean (population std) of per-component sample counts.
+
+    0 for perfectly even usage; ``sqrt(N/K - 1)`` when every sample picks the same K of N
+    components (the paper's Fig. 2 without the balance loss). NaN for fewer than two
+    components or no samples.
+
+    >>> usage_cv([10, 10, 10, 10])
+    0.0
+    >>> usage_cv([20, 20, 0, 0])  # K = 2 of N = 4 take everything: sqrt(4/2 - 1)
+    1.0
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.size < 2 or counts.sum() == 0:
+        return float("nan")
+    return float(counts.std() / counts.mean())
 
 
 class _UsageMixin:
     """``usage_counts``: samples received per component, accumulated in training forwards."""
 
+    def _init_usage(self) -> None:
+        self.register_buffer("usage_counts", default_xp().zeros(self.num_components, dtype=np.int64))
+
     def reset_usage(self) -> None:
         """Start counting again (e.g. at the beginning of an epoch)."""
-        self.usage_counts = np.zeros(self.num_components, dtype=np.int64)
+        self.usage_counts[...] = 0
 
 
 class GatedMixture(_UsageMixin, Module):
@@ -121,17 +142,13 @@ class GatedMixture(_UsageMixin, Module):
     ):
         super().__init__()
         n = len(components)
-        _check_int("the number of components N", n, 2)
-        _check_int("k", k, 2)
-        if k > n:
-            raise ValueError(f"k must satisfy 2 <= k <= N = {n}, got k = {k}")
-        _check_int("gate_dim", gate_dim, 1)
-        if noise not in NOISE_MODES:
-            raise ValueError(f"unknown noise mode {noise!r}; choose one of {NOISE_MODES}")
-        if gate_init not in GATE_INITS:
-            raise ValueError(f"unknown gate_init {gate_init!r}; choose one of {GATE_INITS}")
-        if tie_break not in TIE_BREAKS:
-            raise ValueError(f"unknown tie_break {tie_break!r}; choose one of {TIE_BREAKS}")
+        check_int(n, "the number of components N", 2)
+        check_int(k, f"k (components per sample; 2 <= k <= N = {n})", 2, n)
+        check_int(gate_dim, "gate_dim", 1)
+        check_choice(noise, "noise mode", NOISE_MODES)
+        check_choice(gate_init, "gate_init", GATE_INITS)
+        check_choice(tie_break, "tie_break", TIE_BREAKS)
+        check_number(alpha, "alpha (balance-loss weight)", 0.0)
         rng = as_rng(rng)
         self.num_components, self.k, self.gate_dim = n, int(k), int(gate_dim)
         self.noise, self.gate_init, self.alpha, self.ddof = noise, gate_init, float(alpha), int(ddof)
@@ -147,7 +164,7 @@ class GatedMixture(_UsageMixin, Module):
         self.balance_loss = None
         self.last_indices = None  # (B, K) selected components of the last forward (array)
         self.last_weights = None  # (B, N) gating weights of the last forward (array)
-        self.reset_usage()
+        self._init_usage()
 
     def gate(self, x, noise=None):
         """The gating weights: ``(weights (B, N) Tensor, indices (B, K) Tensor, logits (B, N) Tensor)``.
@@ -181,7 +198,7 @@ class GatedMixture(_UsageMixin, Module):
         self.last_indices, self.last_weights = indices.data, weights.data
         if self.training:
             self.balance_loss = balance_loss(weights, self.alpha, self.ddof)
-            self.usage_counts = self.usage_counts + plan.counts
+            self.usage_counts += plan.device_counts
         else:
             self.balance_loss = None
         return y
@@ -202,12 +219,12 @@ class AverageMixture(_UsageMixin, Module):
 
     def __init__(self, components, *, tail=None):
         super().__init__()
-        _check_int("the number of components K", len(components), 1)
+        check_int(len(components), "the number of components K", 1)
         self.num_components = self.k = len(components)
         self.components = ModuleList(components)
         self.tail = tail
         self.balance_loss = None
-        self.reset_usage()
+        self._init_usage()
 
     def forward(self, x):
         b = x.shape[0]
@@ -216,7 +233,7 @@ class AverageMixture(_UsageMixin, Module):
             outs = self.tail(outs)  # one batched call
         outs = F.reshape(outs, (self.k, b) + tuple(outs.shape[1:]))
         if self.training:
-            self.usage_counts = self.usage_counts + b
+            self.usage_counts += b
         return F.mean(outs, axis=0)
 
 
@@ -278,8 +295,8 @@ class GMSOP(GatedMixture):
         ddof=1,
         rng=None,
     ):
-        _check_int("in_channels", in_channels, 1)
-        _check_int("num_components", num_components, 2)
+        check_int(in_channels, "in_channels", 1)
+        check_int(num_components, "num_components", 2)
         rng = as_rng(rng)
         dim = out * (out + 1) // 2
         gate = _sop_gate(in_channels, hidden, out, num_iters, rng)
@@ -325,8 +342,8 @@ class GMGAP(GatedMixture):
         ddof=1,
         rng=None,
     ):
-        _check_int("in_channels", in_channels, 1)
-        _check_int("num_components", num_components, 2)
+        check_int(in_channels, "in_channels", 1)
+        check_int(num_components, "num_components", 2)
         rng = as_rng(rng)
         gate = Sequential(Conv2d(in_channels, width, 1, rng=rng), BatchNorm2d(width), ReLU(), GlobalAvgPool())
         components = [_gap_component(in_channels, width, rng) for _ in range(num_components)]
@@ -354,7 +371,7 @@ class AveSOP(AverageMixture):
     """Ave-SOP-K: the plain average of K parametric SR-SOPs (no gate), (B, C, h, w) -> (B, out(out+1)/2)."""
 
     def __init__(self, in_channels=128, k=16, *, hidden=256, out=128, num_iters=5, rng=None):
-        _check_int("in_channels", in_channels, 1)
+        check_int(in_channels, "in_channels", 1)
         rng = as_rng(rng)
         super().__init__(
             [_sop_component(in_channels, hidden, out, rng) for _ in range(k)], tail=_sop.SRSOP(num_iters=num_iters)
@@ -370,7 +387,7 @@ class AveGAP(AverageMixture):
     """Ave-GAP-K: the plain average of K parametric GAPs (1x1 conv -> width + ReLU, GAP), no gate."""
 
     def __init__(self, in_channels=128, k=16, *, width=512, rng=None):
-        _check_int("in_channels", in_channels, 1)
+        check_int(in_channels, "in_channels", 1)
         rng = as_rng(rng)
         super().__init__([_gap_component(in_channels, width, rng) for _ in range(k)], tail=GlobalAvgPool())
         self.in_channels, self.representation_dim = int(in_channels), int(width)
@@ -410,35 +427,115 @@ class MixtureHead(Module):
 
 
 # ----- registry ------------------------------------------------------------------------------
-def _ns_iters(preset, ns_iters):
-    return get_preset(preset).ns_iters if ns_iters is None else ns_iters
+#: GM-SOP and Ave-SOP: lr 0.1 for {40, 10, 5, 5} epochs (the paper's Sec. 3.2).
+SOP_MIXTURE_RECIPE = Recipe(0.1, (40, 10, 5, 5))
+
+_TINY_SOP = dict(hidden=32, out=16)  # narrow components for the ``tiny`` CPU backbone
+_TINY_GAP = dict(width=64)
 
 
 @register_head(
-    "gmsop", second_order=True, description="GM-SOP-N-K: gated mixture of parametric SR-SOPs (num_components=16, k=8)"
+    "gmsop",
+    label="GM-SOP-{num_components}-{k}",
+    second_order=True,
+    recipe=SOP_MIXTURE_RECIPE,
+    tiny=_TINY_SOP,
+    description="GM-SOP-N-K: gated mixture of N parametric SR-SOPs, K per image (default 16, 8)",
 )
-def gmsop(in_channels, num_classes, *, preset, rng, num_components=16, k=8, ns_iters=None, **kwargs):
+def gmsop(
+    in_channels,
+    num_classes,
+    *,
+    preset,
+    rng,
+    num_components=16,
+    k=8,
+    alpha=100.0,
+    noise="shared",
+    gate_init="constant",
+    tie_break="random",
+    num_iters=None,
+    hidden=256,
+    out=128,
+):
     rng = as_rng(rng)
-    mixture = GMSOP(in_channels, num_components, k, num_iters=_ns_iters(preset, ns_iters), rng=rng, **kwargs)
+    num_iters = get_preset(preset).num_iters if num_iters is None else num_iters
+    mixture = GMSOP(
+        in_channels,
+        num_components,
+        k,
+        hidden=hidden,
+        out=out,
+        num_iters=num_iters,
+        noise=noise,
+        gate_init=gate_init,
+        tie_break=tie_break,
+        alpha=alpha,
+        rng=rng,
+    )
     return MixtureHead(mixture, num_classes, rng=rng)
 
 
 @register_head(
-    "gmgap", second_order=False, description="GM-GAP-N-K: gated mixture of parametric GAPs (num_components=16, k=8)"
+    "gmgap",
+    label="GM-GAP-{num_components}-{k}",
+    second_order=False,
+    recipe=GAP_RECIPE,
+    tiny=_TINY_GAP,
+    description="GM-GAP-N-K: gated mixture of N parametric GAPs, K per image (default 16, 8)",
 )
-def gmgap(in_channels, num_classes, *, preset, rng, num_components=16, k=8, **kwargs):
+def gmgap(
+    in_channels,
+    num_classes,
+    *,
+    preset,
+    rng,
+    num_components=16,
+    k=8,
+    alpha=100.0,
+    noise="shared",
+    gate_init="constant",
+    tie_break="random",
+    width=512,
+):
     rng = as_rng(rng)
-    return MixtureHead(GMGAP(in_channels, num_components, k, rng=rng, **kwargs), num_classes, rng=rng)
-
-
-@register_head("avesop", second_order=True, description="Ave-SOP-K: average of K parametric SR-SOPs (k=16)")
-def avesop(in_channels, num_classes, *, preset, rng, k=16, ns_iters=None, **kwargs):
-    rng = as_rng(rng)
-    mixture = AveSOP(in_channels, k, num_iters=_ns_iters(preset, ns_iters), rng=rng, **kwargs)
+    mixture = GMGAP(
+        in_channels,
+        num_components,
+        k,
+        width=width,
+        noise=noise,
+        gate_init=gate_init,
+        tie_break=tie_break,
+        alpha=alpha,
+        rng=rng,
+    )
     return MixtureHead(mixture, num_classes, rng=rng)
 
 
-@register_head("avegap", second_order=False, description="Ave-GAP-K: average of K parametric GAPs (k=16)")
-def avegap(in_channels, num_classes, *, preset, rng, k=16, **kwargs):
+@register_head(
+    "avesop",
+    label="Ave-SOP-{k}",
+    second_order=True,
+    recipe=SOP_MIXTURE_RECIPE,
+    tiny=_TINY_SOP,
+    description="Ave-SOP-K: plain average of K parametric SR-SOPs, no gate (default 16)",
+)
+def avesop(in_channels, num_classes, *, preset, rng, k=16, num_iters=None, hidden=256, out=128):
     rng = as_rng(rng)
-    return MixtureHead(AveGAP(in_channels, k, rng=rng, **kwargs), num_classes, rng=rng)
+    num_iters = get_preset(preset).num_iters if num_iters is None else num_iters
+    mixture = AveSOP(in_channels, k, hidden=hidden, out=out, num_iters=num_iters, rng=rng)
+    return MixtureHead(mixture, num_classes, rng=rng)
+
+
+@register_head(
+    "avegap",
+    label="Ave-GAP-{k}",
+    second_order=False,
+    recipe=GAP_RECIPE,
+    tiny=_TINY_GAP,
+    description="Ave-GAP-K: plain average of K parametric GAPs, no gate (default 16)",
+)
+def avegap(in_channels, num_classes, *, preset, rng, k=16, width=512):
+    rng = as_rng(rng)
+    return MixtureHead(AveGAP(in_channels, k, width=width, rng=rng), num_classes, rng=rng)

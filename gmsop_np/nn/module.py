@@ -169,24 +169,43 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def _move(self, move) -> Module:
+    def _apply(self, fn) -> Module:
+        """Replace every parameter's (and gradient's) and every buffer's array by ``fn(array)``, in place."""
         for m in self.modules():
             for p in m._parameters.values():
-                p.data = move(p.data)  # in place: the same Parameter object, new array
+                p.data = fn(p.data)  # the same Parameter object, a new array
                 if p.grad is not None:
-                    p.grad = Tensor(move(p.grad.data))
+                    p.grad = Tensor(fn(p.grad.data))
             for name, b in m._buffers.items():
                 if b is not None:
-                    m._buffers[name] = move(b)
+                    m._buffers[name] = fn(b)
         return self
 
     def to_gpu(self) -> Module:
         """Move every parameter and buffer to the GPU, in place (returns self)."""
-        return self._move(to_gpu)
+        return self._apply(to_gpu)
 
     def to_cpu(self) -> Module:
         """Move every parameter and buffer to host memory, in place (returns self)."""
-        return self._move(to_cpu)
+        return self._apply(to_cpu)
+
+    def astype(self, dtype) -> Module:
+        """Convert every floating-point parameter and buffer to ``dtype``, in place (returns self).
+
+        Integer buffers (counters) keep their dtype.
+        """
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise TypeError(f"astype needs a floating-point dtype (float32 or float64), got {dtype}")
+        return self._apply(lambda a: a.astype(dtype, copy=False) if a.dtype.kind == "f" else a)
+
+    def named_generators(self):
+        """Yield ``(path, numpy.random.Generator)`` for every generator a module holds (dropout masks,
+        gating noise): their states are what a checkpoint must save to resume a run exactly."""
+        for path, module in self.named_modules():
+            for name, value in vars(module).items():
+                if isinstance(value, np.random.Generator):
+                    yield f"{path}:{name}" if path else f":{name}", value
 
     # ----- saving and loading ---------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, np.ndarray]:

@@ -5,12 +5,12 @@
   (B, C, h, w) -> (B, C(C+1)/2): 8256 values for C = 128.
 * ``ParametricSRSOP`` (paper Eq. 6 with J = 2): two 1×1 convolutions
   C -> 256 -> 128, each followed by ReLU, no bias, no BN (as in the official
-  release, SPEC §1), then SR-SOP.
+  release), then SR-SOP.
 
 Registered heads (``gmsop_np.nn.heads``): "srsop" and "psrsop" = the module
 above followed by ``ClassifierHead`` (BN1d -> Dropout(0.2) -> FC), as in the
 paper. The number of Newton–Schulz iterations defaults to ``preset.ns_iters``
-(5 for "paper", 3 for "official").
+(``preset.num_iters``: 5 for "paper", 3 for "official").
 
 Derivations: derivations/05_covariance_pooling.md, 06_newton_schulz.md, 07_eig_sqrt.md.
 """
@@ -18,8 +18,9 @@ Derivations: derivations/05_covariance_pooling.md, 06_newton_schulz.md, 07_eig_s
 from __future__ import annotations
 
 from .. import functional as F
+from .._checks import check_choice, check_int
 from ..functions.matrix_sqrt import DEFAULT_TRACE_EPS
-from .heads import ClassifierHead, register_head
+from .heads import ClassifierHead, Recipe, register_head
 from .layers import Conv2d
 from .module import Module
 
@@ -50,10 +51,8 @@ class SRSOP(Module):
 
     def __init__(self, method="ns", num_iters=5, eps=DEFAULT_TRACE_EPS):
         super().__init__()
-        if method not in SQRT_METHODS:
-            raise ValueError(f"method must be one of {SQRT_METHODS}, got {method!r}")
-        if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
-            raise ValueError(f"num_iters must be an integer >= 1, got {num_iters!r}")
+        check_choice(method, "square-root method", SQRT_METHODS)
+        check_int(num_iters, "num_iters", 1)
         self.method, self.num_iters, self.eps = method, num_iters, eps
 
     def output_dim(self, channels: int) -> int:
@@ -112,23 +111,32 @@ class SOPHead(Module):
         return self.classifier(self.pooling(x))
 
 
+#: SR-SOP and parametric SR-SOP: lr 0.15 for {20, 5, 5, 5} epochs (the paper's Sec. 3.2).
+SR_SOP_RECIPE = Recipe(0.15, (20, 5, 5, 5))
+
+
 @register_head(
     "srsop",
+    label="SR-SOP",
     second_order=True,
+    recipe=SR_SOP_RECIPE,
     description="SR-SOP: covariance -> Newton-Schulz sqrt -> triu (8256-d for 128 ch), BN, FC",
 )
 def srsop(in_channels, num_classes, *, preset, rng, num_iters=None, method="ns"):
-    num_iters = preset.ns_iters if num_iters is None else num_iters
+    num_iters = preset.num_iters if num_iters is None else num_iters
     pooling = SRSOP(method=method, num_iters=num_iters)
     return SOPHead(pooling, triu_dim(in_channels), num_classes, rng=rng)
 
 
 @register_head(
     "psrsop",
+    label="parametric SR-SOP",
     second_order=True,
+    recipe=SR_SOP_RECIPE,
+    tiny=dict(hidden=32, out=16),
     description="parametric SR-SOP: 1x1 conv ->256 +ReLU, 1x1 conv ->128 +ReLU, then SR-SOP, BN, FC",
 )
 def psrsop(in_channels, num_classes, *, preset, rng, num_iters=None, method="ns", hidden=256, out=128):
-    num_iters = preset.ns_iters if num_iters is None else num_iters
+    num_iters = preset.num_iters if num_iters is None else num_iters
     pooling = ParametricSRSOP(in_channels, hidden, out, num_iters=num_iters, rng=rng, method=method)
     return SOPHead(pooling, triu_dim(out), num_classes, rng=rng)

@@ -1,0 +1,45 @@
+"""The training application: options, building a run, the loop, the run directory.
+
+    from gmsop_np.train import TrainConfig, Trainer
+    trainer = Trainer(TrainConfig(head="gmsop", epochs=6, out="runs/demo"))
+    summary = trainer.fit()
+    trainer = Trainer.resume("runs/demo", {"epochs": 8})   # continue, two epochs more
+
+``gmsop train`` (``gmsop_np/cli.py``) is a thin layer over this package, which is
+split by concern:
+
+* ``options``    -- ``TrainConfig`` (every option, with its flag and help text) and
+  ``resolve`` (the paper's recipe for the head, scaled to the budget);
+* ``build``      -- ``build_run``: datasets and the network from a config, for training
+  and for evaluation alike;
+* ``loop``       -- ``Trainer``: steps, epochs, checkpoints, resume, the NaN guard;
+* ``evaluation`` -- ``evaluate`` and ``evaluate_checkpoint``;
+* ``rundir``     -- the files of a run directory.
+"""
+
+from .build import Run, build_network, build_run, make_dataset, make_run_loader
+from .evaluation import evaluate, evaluate_checkpoint
+from .loop import NonFiniteLossError, Trainer
+from .options import RESUMABLE, Plan, TrainConfig, head_options, resolve, scale_schedule
+from .rundir import METRIC_COLUMNS, TIMING_COLUMNS, RunDirectory
+
+__all__ = [
+    "TrainConfig",
+    "Plan",
+    "resolve",
+    "scale_schedule",
+    "head_options",
+    "RESUMABLE",
+    "Run",
+    "build_run",
+    "build_network",
+    "make_dataset",
+    "make_run_loader",
+    "Trainer",
+    "NonFiniteLossError",
+    "evaluate",
+    "evaluate_checkpoint",
+    "RunDirectory",
+    "METRIC_COLUMNS",
+    "TIMING_COLUMNS",
+]
