@@ -38,7 +38,9 @@ def test_plan_groups_pairs_by_component_eq2(problem):
 
 
 def test_plan_rejects_bad_indices():
-    with pytest.raises(ValueError, match=r"make_dispatch_plan: component index 3 is out of range \(must lie in 0\.\.2\)"):
+    with pytest.raises(
+        ValueError, match=r"make_dispatch_plan: component index 3 is out of range \(must lie in 0\.\.2\)"
+    ):
         F.make_dispatch_plan(np.array([[0, 3]]), 3)
     with pytest.raises(ValueError, match=r"\(B, K\) integer"):
         F.make_dispatch_plan(np.array([0, 1]), 3)
