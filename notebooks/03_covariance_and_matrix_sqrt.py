@@ -157,15 +157,13 @@ plt.close(fig)
 
 # %%
 def p_N(a, n):
-    """Scalar Newton-Schulz (derivations/06_newton_schulz.md, eqs. (2)-(5)) on an array of eigenvalues."""
-    if n == 1:
-        return 0.5 * a * (3 - a)
-    z = 0.5 * (3 - a)
-    y = a * z
-    for _ in range(2, n):
+    """Scalar Newton-Schulz on an array of eigenvalues: the N steps of eq. (2) of
+    derivations/06_newton_schulz.md from y_0 = a, z_0 = 1 (on scalars, no product is worth skipping)."""
+    y, z = a, np.ones_like(a)
+    for _ in range(n):
         t = 0.5 * (3 - z * y)
         y, z = y * t, t * z
-    return 0.5 * y * (3 - z * y)
+    return y
 
 
 lam, U = np.linalg.eigh(feature_cov[0])
@@ -195,12 +193,13 @@ plt.close(fig)
 # %% [markdown]
 # ## 4. The hand-written backward, checked three ways
 #
-# `F.sqrtm_newton_schulz` has a kernel-style backward: a reverse recursion over the stored
-# iterates, then through the trace normalisation (06_newton_schulz.md). We compare it with
-# (a) central differences, and (b) the engine differentiating the same iteration *unrolled*
-# from differentiable ops (`F.sqrtm_newton_schulz_unrolled`: the same equations written with
-# `F.matmul` etc.). The upstream gradient is
-# random and **not symmetric** (the triangular vectorisation after it produces exactly that).
+# `F.sqrtm_newton_schulz` has a kernel-style backward: the loop of steps run in reverse over
+# the stored iterates, one step's VJP per iteration, then through the trace normalisation
+# (06_newton_schulz.md, eqs. (10)-(16)). We compare it with (a) central differences, and (b) the
+# engine differentiating the same iteration *unrolled* from differentiable ops
+# (`F.sqrtm_newton_schulz_unrolled`: the same loop run on Tensors with `F.matmul` etc.). The
+# upstream gradient is random and **not symmetric** (the triangular vectorisation after it
+# produces exactly that).
 
 
 # %%

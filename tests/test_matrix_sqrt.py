@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import gmsop_np as gs
 import gmsop_np.functional as F
-from gmsop_np.functions.matrix_sqrt import NewtonSchulzSqrt
+from gmsop_np.functions import matrix_sqrt
+from gmsop_np.functions.matrix_sqrt import NewtonSchulzSqrt, check_square_batch
 
 import strategies as S
 from checks import hessian_vector_products
@@ -46,6 +47,20 @@ def p_n(a, n):
         t = 0.5 * (3 - z * y)
         y, z = y * t, t * z
     return 0.5 * y * (3 - z * y)
+
+
+def isqrt_cov_as_published(a, n):
+    """iSQRT-COV as it is usually written, with a special first and last step, in plain NumPy:
+    Z_1 = (3I − A)/2, Y_1 = A Z_1, middle steps, P = ½ Y_{N-1} (3I − Z_{N-1} Y_{N-1}); N = 1: ½ A (3I − A)."""
+    three_eye = 3 * np.eye(a.shape[-1])
+    if n == 1:
+        return 0.5 * (a @ (three_eye - a))
+    z = 0.5 * (three_eye - a)
+    y = a @ z
+    for _ in range(2, n):
+        t = 0.5 * (three_eye - z @ y)
+        y, z = y @ t, t @ z
+    return 0.5 * (y @ (three_eye - z @ y))
 
 
 def sqrt_frechet_adjoint(sigma, g):
@@ -82,6 +97,41 @@ def test_ns_is_p_n_on_the_eigenvalues_eqs1to6(n, sigma):
     expected = (u * (np.sqrt(t) * p_n(lam / t, n))[:, None, :]) @ np.swapaxes(u, 1, 2)
     c = F.sqrtm_newton_schulz(sigma, n, eps=0.0).data
     np.testing.assert_allclose(c, expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_ns_loop_is_bit_for_bit_the_published_isqrt_cov_eqs2to5(n, rng):
+    # One loop over eq. (2) that skips the products of eqs. (3)-(4) computes exactly the algorithm
+    # with special first and last steps: moving the factor 1/2 into a product is exact in floating point.
+    sigma = relu_feature_covariances(rng, batch=3, d=9, length=6)
+    t = np.trace(sigma, axis1=1, axis2=2)[:, None, None]
+    c = F.sqrtm_newton_schulz(sigma, n, eps=0.0).data
+    np.testing.assert_array_equal(c, np.sqrt(t) * isqrt_cov_as_published(sigma / t, n))
+
+
+@given(S.spd_batches(batch=(1, 2), dim=(2, 5), max_condition=20.0))
+def test_ns_stores_the_iterates_indexed_as_in_eq2(sigma):
+    # ys[k] = Y_k = p_k(A) (p_0(a) = a), zs[k] = Z_k = p_k(A) A^{-1} (the invariant y = a z),
+    # ts[k] = T_k = (3I − Z_{k-1} Y_{k-1}) / 2; None where eqs. (3)-(4) form no matrix (Z_0 = I, Z_N, T_0).
+    n = 4
+    fn = NewtonSchulzSqrt(n, 0.0)
+    fn(gs.Tensor(sigma))
+    lam, u = np.linalg.eigh(sigma)
+    a = lam / lam.sum(axis=1, keepdims=True)
+
+    def spectral(values):
+        return (u * values[:, None, :]) @ np.swapaxes(u, 1, 2)
+
+    scale = np.abs(spectral(np.sqrt(a))).max()
+    assert len(fn.ys) == len(fn.zs) == len(fn.ts) == n + 1
+    assert fn.zs[0] is None and fn.zs[n] is None and fn.ts[0] is None
+    np.testing.assert_allclose(fn.ys[0], spectral(a), atol=1e-12 * scale)
+    for k in range(1, n + 1):
+        np.testing.assert_allclose(fn.ys[k], spectral(p_n(a, k)), atol=1e-12 * scale)
+        y_prev = a if k == 1 else p_n(a, k - 1)
+        np.testing.assert_allclose(fn.ts[k], spectral(0.5 * (3 - y_prev**2 / a)), atol=1e-10)
+    for k in range(1, n):
+        np.testing.assert_allclose(fn.zs[k], spectral(p_n(a, k) / a), atol=1e-10 * np.abs(fn.zs[k]).max())
 
 
 def test_p_n_closed_forms_for_one_and_two_steps():
@@ -122,7 +172,7 @@ def test_ns_error_table_d128_relu_features():
         err = np.linalg.norm(c - exact, axis=(1, 2)) / np.linalg.norm(exact, axis=(1, 2))
         errors[n] = err.mean()
         print(f"N = {n:2d}: {err.mean():.3g}  ({err.min():.3g} - {err.max():.3g})")
-    # Far from exact for few steps (intended, SPEC §1), converging for many.
+    # Far from exact for few steps (intended: it is what the paper trains with), converging for many.
     assert 0.4 < errors[3] < 0.7
     assert 0.15 < errors[5] < 0.35
     assert errors[10] < 1e-2
@@ -178,6 +228,19 @@ def test_ns_backward_agrees_with_autodiff_of_the_unrolled_iteration(n, rng):
     hand = grad_of(ns(n), sigma, g)
     engine = grad_of(lambda a: F.sqrtm_newton_schulz_unrolled(a, n, eps=0.0), sigma, g)
     np.testing.assert_allclose(hand, engine, rtol=1e-10, atol=1e-10 * np.abs(engine).max())
+
+
+def test_ns_one_step_backward_is_the_closed_form_eq15(rng):
+    # N = 1: the loop's single step, with both skips of eqs. (13)-(14), is the VJP of
+    # P = 3/2 A − 1/2 A A: Ā = 3/2 P̄ − 1/2 (P̄ Aᵀ + Aᵀ P̄), for non-symmetric A and P̄.
+    a = rng.standard_normal((2, 4, 4)) * 0.3
+    a[:, range(4), range(4)] = 0.25  # trace exactly 1, so A = Σ / t is a itself (eq. (1))
+    gp = rng.standard_normal(a.shape)
+    fn = NewtonSchulzSqrt(1, 0.0)
+    fn.forward(a)
+    assert np.array_equal(fn.ys[0], a)
+    expected = 1.5 * gp - 0.5 * (gp @ np.swapaxes(a, 1, 2) + np.swapaxes(a, 1, 2) @ gp)
+    np.testing.assert_allclose(fn._backprop_iterations(gp), expected, rtol=1e-13, atol=1e-13)
 
 
 @given(S.spd_batches(dim=(2, 6), max_condition=20.0), st.integers(0, 2**31 - 1))
@@ -258,29 +321,80 @@ def _with(value, where):
     [
         (np.eye(3), ValueError, r"\(B, d, d\)"),  # not batched
         (np.ones((2, 3, 4)), ValueError, r"\(B, d, d\)"),  # not square
+        (np.ones((2, 0, 0)), ValueError, "d >= 1"),
         (np.ones((2, 3, 3), dtype=np.int64), TypeError, "floating-point"),
-        (_with(np.nan, (1, 0, 2)), ValueError, "NaN or Inf"),
-        (_with(np.inf, (0, 1, 1)), ValueError, "NaN or Inf"),
-        (-np.tile(np.eye(3), (2, 1, 1)), ValueError, "negative trace"),
     ],
 )
-def test_bad_input_is_rejected_with_a_clear_message(fn, bad, error, match):
+def test_bad_shape_or_dtype_is_rejected_always(fn, bad, error, match):
+    # Free checks (metadata only): on in every mode.
     with pytest.raises(error, match=match):
         fn(bad)
 
 
+@pytest.mark.parametrize("fn", [ns(3, eps=1e-8), F.sqrtm_eig], ids=["ns", "eig"])
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "bad, match",
     [
-        (dict(num_iters=0), "num_iters"),
-        (dict(num_iters=2.0), "num_iters"),
-        (dict(num_iters=3, eps=-1.0), "eps"),
-        (dict(num_iters=3, eps=0.0), "zero trace"),
+        (_with(np.nan, (1, 0, 2)), "NaN or infinite"),
+        (_with(np.inf, (0, 1, 1)), "NaN or infinite"),
+        (-np.tile(np.eye(3), (2, 1, 1)), r"positive semi-definite .*matrices \[0, 1\]"),
     ],
 )
-def test_bad_ns_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        F.sqrtm_newton_schulz(np.zeros((1, 2, 2)), **kwargs)
+def test_bad_values_are_rejected_in_debug_mode(fn, bad, match):
+    # Value checks read the array (a device->host synchronisation on a GPU): debug mode only.
+    with gs.debug(), pytest.raises(ValueError, match=match):
+        fn(bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [_with(np.nan, (1, 0, 2)), _with(np.inf, (1, 1, 1)), _with(-1.0, (1, slice(None), slice(None)))],
+    ids=["nan", "inf", "negative-trace"],
+)
+def test_bad_values_outside_debug_mode_give_nan_without_raising(bad, rng):
+    # The training loop's NaN guard catches this at the loss; forward and backward must not raise.
+    x = gs.Tensor(bad, requires_grad=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        c = F.sqrtm_newton_schulz(x, 3)
+        c.backward(rng.standard_normal(c.shape))
+    assert np.isnan(c.data[1]).all()
+    assert np.isfinite(x.grad.data[0]).all()
+    np.testing.assert_allclose(c.data[0], np.sqrt(3) * p_n(1 / 3, 3) * np.eye(3))  # the healthy matrix: eq. (7)
+
+
+def test_zero_trace_with_eps_zero_is_nan_outside_debug_mode_and_rejected_in_it():
+    zero = np.zeros((1, 2, 2))
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(F.sqrtm_newton_schulz(zero, 3, eps=0.0).data).all()  # 0 / 0
+    with gs.debug(), pytest.raises(ValueError, match=r"trace > 0"):
+        F.sqrtm_newton_schulz(zero, 3, eps=0.0)
+    with gs.debug():
+        assert np.all(F.sqrtm_newton_schulz(zero, 3).data == 0)  # the default eps > 0 allows it
+
+
+def test_check_square_batch_can_leave_values_alone():
+    # triu_vec validates with check_finite=False: no value check even in debug mode.
+    with gs.debug():
+        check_square_batch(gs.Tensor(_with(np.nan, (0, 0, 0))), "triu_vec", check_finite=False)
+        with pytest.raises(ValueError, match="NaN"):
+            check_square_batch(gs.Tensor(_with(np.nan, (0, 0, 0))), "triu_vec")
+
+
+@pytest.mark.parametrize("fn", [F.sqrtm_newton_schulz, F.sqrtm_newton_schulz_unrolled], ids=["ns", "unrolled"])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(num_iters=0), ValueError, "num_iters must be >= 1"),
+        (dict(num_iters=2.0), TypeError, "num_iters must be an integer"),
+        (dict(num_iters=True), TypeError, "num_iters must be an integer"),
+        (dict(num_iters=3, eps=-1.0), ValueError, "eps must be a finite number >= 0"),
+        (dict(num_iters=3, eps=float("inf")), ValueError, "eps must be a finite number"),
+        (dict(num_iters=3, eps="1e-8"), TypeError, "eps must be a number"),
+    ],
+)
+def test_bad_ns_arguments(fn, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fn(np.eye(2)[None], **kwargs)
 
 
 # ===== exact square root through eigh ===================================================================
@@ -331,6 +445,66 @@ def test_eig_gradient_is_symmetric_and_keeps_float32(rng):
     g = grad_of(F.sqrtm_eig, sigma, rng.standard_normal(sigma.shape).astype(np.float32))
     assert g.dtype == np.float32
     np.testing.assert_allclose(g, np.swapaxes(g, 1, 2), atol=1e-5 * np.abs(g).max())
+
+
+# ===== eigh of a batch: one batched call, or one call per matrix on a device for d > 32 ===================
+class RecordingDeviceModule:
+    """A stand-in array module that is not NumPy (like CuPy): NumPy underneath, and it records
+    the shape of every eigh call, so a test can see which path ``batched_eigh`` took."""
+
+    def __init__(self):
+        self.eigh_calls = []
+        self.linalg = self
+        self.stack = np.stack
+
+    def eigh(self, a):
+        self.eigh_calls.append(a.shape)
+        return np.linalg.eigh(a)
+
+
+def test_batched_eigh_dispatch_is_one_call_except_on_a_device_above_32():
+    assert matrix_sqrt.BATCHED_EIGH_MAX_DIM == 32
+    device = RecordingDeviceModule()
+    assert matrix_sqrt.uses_batched_eigh(np, 128)  # NumPy: LAPACK's syevd per matrix, any d
+    assert matrix_sqrt.uses_batched_eigh(device, 32)  # syevjBatched's documented range
+    assert not matrix_sqrt.uses_batched_eigh(device, 33)
+    assert not matrix_sqrt.uses_batched_eigh(device, 128)
+
+
+@pytest.mark.parametrize("d, calls", [(32, [(3, 32, 32)]), (33, [(33, 33)] * 3), (128, [(128, 128)] * 3)])
+def test_batched_eigh_on_a_device_module_takes_the_documented_path(d, calls, rng):
+    sigma = relu_feature_covariances(rng, batch=3, d=d, length=64)
+    device = RecordingDeviceModule()
+    lam, u = matrix_sqrt.batched_eigh(device, sigma)
+    assert device.eigh_calls == calls
+    expected_lam, expected_u = np.linalg.eigh(sigma)
+    np.testing.assert_array_equal(lam, expected_lam)  # per matrix: the same LAPACK call on the same matrix
+    np.testing.assert_array_equal(u, expected_u)
+
+
+def test_eig_root_and_gradient_are_the_same_on_the_per_matrix_path(rng, monkeypatch):
+    # Force the path a GPU takes for d > 32 on NumPy: same root, same gradient as one batched call.
+    sigma = np.concatenate(
+        [relu_feature_covariances(rng, 2, 40, 64), S.covariance_of_features(rng.standard_normal((1, 40, 90)))]
+    )
+    g = rng.standard_normal(sigma.shape)
+    batched_root, batched_grad = F.sqrtm_eig(sigma).data, grad_of(F.sqrtm_eig, sigma, g)
+    monkeypatch.setattr(matrix_sqrt, "uses_batched_eigh", lambda xp, d: False)
+    np.testing.assert_allclose(F.sqrtm_eig(sigma).data, batched_root, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(grad_of(F.sqrtm_eig, sigma, g), batched_grad, rtol=1e-13, atol=1e-13)
+    exact = exact_sqrt_by_eigh(sigma)
+    np.testing.assert_allclose(F.sqrtm_eig(sigma).data, exact, atol=1e-12 * np.abs(exact).max())
+
+
+def test_eig_backend_parity_above_the_batched_solver_limit(xp, rng):
+    # d = 40 > 32: on CuPy this is the per-matrix path (cuSOLVER syevd), on NumPy one batched call.
+    sigma = S.covariance_of_features(rng.standard_normal((2, 40, 60)))
+    g = rng.standard_normal(sigma.shape)
+    t = gs.Tensor(xp.asarray(sigma), requires_grad=True)
+    c = F.sqrtm_eig(t)
+    c.backward(xp.asarray(g))
+    np.testing.assert_allclose(gs.to_cpu(c.data), exact_sqrt_by_eigh(sigma), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(gs.to_cpu(t.grad.data), grad_of(F.sqrtm_eig, sigma, g), rtol=1e-7, atol=1e-9)
 
 
 # ===== backends and derivations ===========================================================================

@@ -9,15 +9,20 @@ d = 128, see the table in derivations/06_newton_schulz.md); that is intended.
 ``sqrtm_eig`` is the exact square root of a symmetric positive semi-definite
 matrix through its eigendecomposition; it serves as the reference.
 
-Both work on batches (B, d, d) with batched matmul / eigh (no loop over B),
-keep the input's dtype, and have hand-written (kernel-style) backwards.
+Both work on batches (B, d, d) with batched matmul / eigh (no loop over B, except
+eigh on a GPU for d > 32: ``batched_eigh``), keep the input's dtype, and have
+hand-written (kernel-style) backwards.
 
 Derivations: derivations/06_newton_schulz.md and derivations/07_eig_sqrt.md.
 """
 
 from __future__ import annotations
 
-from ..backend import get_array_module, to_cpu
+import numpy as np
+
+from .. import _checks
+from .._checks import check_float_dtype, check_int, check_nonnegative_trace, check_number
+from ..backend import get_array_module
 from ..core import Function, Tensor, as_tensor
 from . import basic
 
@@ -46,24 +51,52 @@ def _inner(a, b):
 
 
 # ----- Newton–Schulz ----------------------------------------------------------------------------
+def coupled_newton_schulz(a, num_iters, matmul, half, three_eye):
+    """The N coupled Newton–Schulz steps from Y_0 = A, Z_0 = I: derivations/06_newton_schulz.md, eqs. (2)-(5).
+
+    One loop for both users: ``NewtonSchulzSqrt.forward`` runs it on arrays (``matmul=xp.matmul``)
+    and ``sqrtm_newton_schulz_unrolled`` on Tensors (``matmul=F.matmul``), so the two are one algorithm.
+    ``half`` and ``three_eye`` are 1/2 and 3I in the caller's type and dtype.
+
+    Returns the lists ``ys, zs, ts`` with ``ys[k]`` = Y_k (k = 0..N, so ``ys[N]`` = P),
+    ``zs[k]`` = Z_k and ``ts[k]`` = T_k. Matrices that are never formed are ``None``: Z_0 = I
+    (its products are skipped, eq. (3)), Z_N (nothing uses it, eq. (4)) and T_0 (no such matrix).
+    """
+    ys, zs, ts = [a], [None], [None]  # Y_0 = A, Z_0 = I
+    for k in range(1, num_iters + 1):
+        first, last = k == 1, k == num_iters
+        zy = ys[0] if first else matmul(zs[k - 1], ys[k - 1])  # Z_{k-1} Y_{k-1}; Z_0 Y_0 = A (eq. (3))
+        t_k = half * (three_eye - zy)  # eq. (2): T_k = (3I - Z_{k-1} Y_{k-1}) / 2
+        ys.append(matmul(ys[k - 1], t_k))  # eq. (2): Y_k = Y_{k-1} T_k
+        if last:
+            z_k = None  # Z_N is never used, so it is not formed (eq. (4))
+        elif first:
+            z_k = t_k  # Z_1 = T_1 Z_0 = T_1, no product with I (eq. (3))
+        else:
+            z_k = matmul(t_k, zs[k - 1])  # eq. (2): Z_k = T_k Z_{k-1}
+        zs.append(z_k)
+        ts.append(t_k)
+    return ys, zs, ts
+
+
 class NewtonSchulzSqrt(Function):
     """Approximate square root by the coupled Newton–Schulz iteration: (B, d, d) -> (B, d, d).
 
-    Forward (derivations/06_newton_schulz.md):
+    Forward, derivations/06_newton_schulz.md, eqs. (1)-(6) (the iSQRT-COV algorithm):
       eq. (1)  pre-normalisation  $t = \\mathrm{tr}\\,\\Sigma + \\varepsilon$, $A = \\Sigma / t$;
-      eq. (2)  one iteration      $P = \\tfrac12 A (3I - A)$;
-      eq. (3)  first step         $Z_1 = \\tfrac12 (3I - A)$, $Y_1 = A Z_1$;
-      eq. (4)  middle steps       $T_k = \\tfrac12 (3I - Z_{k-1} Y_{k-1})$, $Y_k = Y_{k-1} T_k$, $Z_k = T_k Z_{k-1}$;
-      eq. (5)  last step          $P = \\tfrac12 Y_{N-1} (3I - Z_{N-1} Y_{N-1})$ (Z_N never formed);
+      eq. (2)  step k = 1..N      $T_k = \\tfrac12 (3I - Z_{k-1} Y_{k-1})$, $Y_k = Y_{k-1} T_k$,
+                                  $Z_k = T_k Z_{k-1}$, from $Y_0 = A$, $Z_0 = I$;
+      eq. (3)  first step         $Z_0 = I$: $T_1 = \\tfrac12 (3I - A)$, $Z_1 = T_1$ (no product with I);
+      eq. (4)  last step          $P = Y_N$; $Z_N$ is never formed (eq. (5): both at once for N = 1);
       eq. (6)  post-compensation  $C = \\sqrt{t}\\, P$.
-    VJP: eqs. (10)-(16) -- the reverse recursion over the stored Y_k, Z_k, T_k,
-    then through eqs. (6) and (1):
+    VJP, eqs. (10)-(16): through eq. (6), then the loop of eq. (2) run backwards with the VJP of one
+    step (eq. (12); the skipped products stay skipped, eqs. (13)-(15)), then through eq. (1):
       $\\bar\\Sigma = \\bar A / t + (\\langle \\bar C, P\\rangle / (2\\sqrt t)
       - \\langle \\bar A, \\Sigma\\rangle / t^2) I$  (eq. (16)),
     with $\\bar A$ NOT transposed (the known trap, derivations/06_newton_schulz.md §5).
 
     See derivations/06_newton_schulz.md, eq. (7) for what N steps compute (the scalar
-    polynomial p_N on each eigenvalue) and eq. (16) for the full VJP.
+    polynomial p_N on each eigenvalue).
 
     The backward is written for a general (non-symmetric) input and a general
     upstream gradient, with every transpose in place, so it is the exact
@@ -80,30 +113,14 @@ class NewtonSchulzSqrt(Function):
     def forward(self, sigma):
         xp = get_array_module(sigma)
         dtype = sigma.dtype
-        eye = xp.eye(sigma.shape[-1], dtype=dtype)
-        three_eye = 3 * eye
+        three_eye = 3 * xp.eye(sigma.shape[-1], dtype=dtype)
         half = xp.asarray(0.5, dtype=dtype)
 
-        t = _batch_trace(xp, sigma)[:, None, None] + xp.asarray(self.eps, dtype=dtype)
-        a = sigma / t  # eq. (1)
-        self.t, self.a = t, a
-        self.ys, self.zs, self.ts = [], [], []
-        if self.num_iters == 1:
-            p = half * xp.matmul(a, three_eye - a)  # eq. (2)
-        else:
-            z = half * (three_eye - a)  # eq. (3)
-            y = xp.matmul(a, z)
-            self.ys.append(y)
-            self.zs.append(z)
-            for _ in range(2, self.num_iters):  # eq. (4), k = 2 .. N-1
-                tk = half * (three_eye - xp.matmul(z, y))
-                y, z = xp.matmul(y, tk), xp.matmul(tk, z)
-                self.ts.append(tk)
-                self.ys.append(y)
-                self.zs.append(z)
-            p = half * xp.matmul(y, three_eye - xp.matmul(z, y))  # eq. (5)
-        self.p = p
-        return xp.sqrt(t) * p  # eq. (6)
+        self.t = _batch_trace(xp, sigma)[:, None, None] + xp.asarray(self.eps, dtype=dtype)
+        self.a = sigma / self.t  # eq. (1)
+        self.ys, self.zs, self.ts = coupled_newton_schulz(self.a, self.num_iters, xp.matmul, half, three_eye)
+        self.p = self.ys[-1]  # eq. (4): P = Y_N
+        return xp.sqrt(self.t) * self.p  # eq. (6)
 
     # -- backward ------------------------------------------------------------------------------
     def backward(self, gc):
@@ -115,32 +132,34 @@ class NewtonSchulzSqrt(Function):
         return self._backprop_pre_normalisation(ga, gt)  # eq. (16)
 
     def _backprop_iterations(self, gp):
-        """∂ℓ/∂A from ∂ℓ/∂P: the iteration run backwards over the stored Y_k, Z_k, T_k."""
-        xp = get_array_module(gp)
-        a = self.a
-        if self.num_iters == 1:
-            # eq. (12): P = 3/2 A − 1/2 A A  ->  Ā = 3/2 P̄ − 1/2 (P̄ Aᵀ + Aᵀ P̄)
-            return 1.5 * gp - 0.5 * (xp.matmul(gp, _mT(a)) + xp.matmul(_mT(a), gp))
+        """∂ℓ/∂A from ∂ℓ/∂P: the loop of eq. (2) run backwards, k = N .. 1, one step VJP each."""
+        gy, gz = gp, None  # Ȳ_N = P̄; Z_N is never formed, so Z̄_N = 0 (eq. (13))
+        for k in range(self.num_iters, 0, -1):
+            gy, gz = self._step_backward(k, gy, gz)
+        return gy  # Ā = Ȳ_0, since Y_0 = A
 
-        # eq. (13): last step P = 3/2 Y − 1/2 Y Z Y
-        y, z = self.ys[-1], self.zs[-1]
-        yt_gp = xp.matmul(_mT(y), gp)
-        gp_yt = xp.matmul(gp, _mT(y))
-        gy = 1.5 * gp - 0.5 * (xp.matmul(gp_yt, _mT(z)) + xp.matmul(_mT(z), yt_gp))
-        gz = -0.5 * xp.matmul(yt_gp, _mT(y))
+    def _step_backward(self, k, gy, gz):
+        """The VJP of step k, eq. (12): (Ȳ_k, Z̄_k) -> (Ȳ_{k-1}, Z̄_{k-1}).
 
-        # eq. (14): middle steps in reverse, k = N-1 .. 2
-        for k in range(len(self.ts) - 1, -1, -1):
-            y_prev, z_prev, tk = self.ys[k], self.zs[k], self.ts[k]
-            gtk = xp.matmul(_mT(y_prev), gy) + xp.matmul(gz, _mT(z_prev))
-            gy, gz = (
-                xp.matmul(gy, _mT(tk)) - 0.5 * xp.matmul(_mT(z_prev), gtk),
-                xp.matmul(_mT(tk), gz) - 0.5 * xp.matmul(gtk, _mT(y_prev)),
-            )
-
-        # eq. (15): first step Y_1 = A Z_1, Z_1 = 3/2 I − 1/2 A
-        gz1 = gz + xp.matmul(_mT(a), gy)
-        return xp.matmul(gy, _mT(self.zs[0])) - 0.5 * gz1
+        The products the forward skipped are skipped here too: for k = N, Z̄_N = 0 (eq. (13));
+        for k = 1, Z_0 = I and Z̄_0 is not needed (I is a constant) (eq. (14)).
+        """
+        xp = get_array_module(gy)
+        first, last = k == 1, k == self.num_iters
+        y_prev, z_prev, t_k = self.ys[k - 1], self.zs[k - 1], self.ts[k]
+        # T̄_k = Y_{k-1}ᵀ Ȳ_k + Z̄_k Z_{k-1}ᵀ
+        gt_k = xp.matmul(_mT(y_prev), gy)
+        if not last:
+            gt_k += gz if first else xp.matmul(gz, _mT(z_prev))
+        # Ȳ_{k-1} = Ȳ_k T_kᵀ − ½ Z_{k-1}ᵀ T̄_k
+        gy_prev = xp.matmul(gy, _mT(t_k)) - 0.5 * (gt_k if first else xp.matmul(_mT(z_prev), gt_k))
+        if first:
+            return gy_prev, None
+        # Z̄_{k-1} = T_kᵀ Z̄_k − ½ T̄_k Y_{k-1}ᵀ
+        gz_prev = -0.5 * xp.matmul(gt_k, _mT(y_prev))
+        if not last:
+            gz_prev += xp.matmul(_mT(t_k), gz)
+        return gy_prev, gz_prev
 
     def _backprop_pre_normalisation(self, ga, gt):
         """∂ℓ/∂Σ from ∂ℓ/∂A and ∂ℓ/∂t (post-compensation part), eq. (16).
@@ -155,6 +174,37 @@ class NewtonSchulzSqrt(Function):
 
 
 # ----- eigendecomposition ------------------------------------------------------------------------
+#: Largest matrix size for which a stacked ``eigh`` runs as one batched call on a device. CuPy sends
+#: every stacked input (ndim > 2) to cuSOLVER's batched Jacobi solver ``syevjBatched``
+#: (cupy/linalg/_eigenvalue.py -> cupyx/_cusolver.pyx, ``_syevj_batched``) without a size check
+#: and without a fallback, and cuSOLVER documents that solver for n <= 32 only. See
+#: derivations/07_eig_sqrt.md, §4.
+BATCHED_EIGH_MAX_DIM = 32
+
+
+def uses_batched_eigh(xp, d):
+    """Whether ``batched_eigh`` makes one batched call for (B, d, d) input on backend ``xp``.
+
+    NumPy's stacked eigh is LAPACK's ``syevd`` per matrix: right for every d. On a device
+    (CuPy, or its CPU stand-in) only for d <= ``BATCHED_EIGH_MAX_DIM``.
+    """
+    return xp is np or d <= BATCHED_EIGH_MAX_DIM
+
+
+def batched_eigh(xp, sym):
+    """Eigenvalues (B, d) and eigenvectors (B, d, d) of a batch of symmetric matrices.
+
+    One batched call where the backend's batched solver is right for this size
+    (``uses_batched_eigh``); otherwise one single-matrix eigh per matrix, which CuPy runs with
+    cuSOLVER's ``syevd`` (the 2-D path of ``cupy.linalg.eigh``, any n). Both give the
+    decomposition of eq. (1) of derivations/07_eig_sqrt.md.
+    """
+    if uses_batched_eigh(xp, sym.shape[-1]):
+        return xp.linalg.eigh(sym)
+    pairs = [xp.linalg.eigh(sym[i]) for i in range(sym.shape[0])]
+    return xp.stack([lam for lam, _ in pairs]), xp.stack([u for _, u in pairs])
+
+
 class EigSqrt(Function):
     """Exact square root of a symmetric PSD batch via eigh: (B, d, d) -> (B, d, d).
 
@@ -178,6 +228,9 @@ class EigSqrt(Function):
         not an approximation: (√λ_i − √λ_j)/(λ_i − λ_j) = 1/(√λ_i + √λ_j) exactly.
       * Where √λ_i + √λ_j = 0 (both eigenvalues clamped to 0) the derivative of √
         is infinite; those entries of the gradient are set to 0 (eq. (9)).
+      * On a GPU, d > 32 (d = 128 in SR-SOP) is decomposed one matrix at a time
+        (``batched_eigh``): CuPy's batched eigh is cuSOLVER's Jacobi solver, documented
+        for d <= 32 only (derivations/07_eig_sqrt.md, §4). NumPy always takes one batched call.
     """
 
     differentiable_backward = False  # kernel-style: raw arrays in backward
@@ -185,7 +238,7 @@ class EigSqrt(Function):
     def forward(self, a):
         xp = get_array_module(a)
         sym = 0.5 * (a + _mT(a))  # eq. (1)
-        lam, u = xp.linalg.eigh(sym)
+        lam, u = batched_eigh(xp, sym)
         lam = xp.maximum(lam, xp.asarray(0, dtype=lam.dtype))  # eq. (2)
         s = xp.sqrt(lam)
         self.u, self.lam, self.s = u, lam, s
@@ -221,12 +274,14 @@ class EigSqrt(Function):
 
 # ----- input validation and public functions -------------------------------------------------------
 def check_square_batch(a, name, check_finite=True):
-    """Raise TypeError/ValueError unless ``a`` is a finite floating batch of square matrices (B, d, d)."""
-    if a.dtype.kind != "f":
-        raise TypeError(
-            f"{name} needs a floating-point batch of matrices, got dtype {a.dtype}; convert it first, "
-            "e.g. a.astype(numpy.float64)"
-        )
+    """Validate a batch of square matrices (B, d, d), d >= 1, of a floating dtype.
+
+    Shape and dtype are always checked (TypeError / ValueError, free). With ``check_finite``,
+    NaN and Inf entries are also rejected, but only in debug mode (``gs.debug()``; see
+    ``gmsop_np/_checks.py``): outside it a NaN passes through and the trainer's NaN guard
+    catches it at the loss.
+    """
+    check_float_dtype(a, name)
     if a.ndim != 3 or a.shape[1] != a.shape[2]:
         raise ValueError(
             f"{name} expects a batch of square matrices of shape (B, d, d), got shape {tuple(a.shape)}; "
@@ -235,25 +290,7 @@ def check_square_batch(a, name, check_finite=True):
     if a.shape[1] == 0:
         raise ValueError(f"{name} needs matrices of size d >= 1, got shape {tuple(a.shape)}")
     if check_finite:
-        xp = get_array_module(a)
-        if not bool(xp.isfinite(a.data).all()):
-            raise ValueError(f"{name} got NaN or Inf entries; check the layers before it (e.g. a diverging loss)")
-
-
-def _check_trace(a, name, allow_zero):
-    """The trace of a covariance is >= 0; a negative one means the input is not PSD."""
-    xp = get_array_module(a)
-    trace = to_cpu(_batch_trace(xp, a.data))
-    if (trace < 0).any():
-        bad = [int(i) for i in (trace < 0).nonzero()[0][:5]]
-        raise ValueError(
-            f"{name} needs positive semi-definite matrices (trace >= 0); matrices {bad} of the batch have a "
-            f"negative trace (e.g. {float(trace[bad[0]]):.3g}). Pass a covariance (F.cov_pool) here."
-        )
-    if not allow_zero and (trace == 0).any():
-        raise ValueError(
-            f"{name}: a matrix has zero trace and eps=0, which gives 0/0; use eps > 0 (default {DEFAULT_TRACE_EPS})"
-        )
+        _checks.check_finite(a.data, name, hint="check the layers before it (e.g. a diverging loss)")
 
 
 def sqrtm_newton_schulz(a, num_iters, eps=DEFAULT_TRACE_EPS):
@@ -266,43 +303,36 @@ def sqrtm_newton_schulz(a, num_iters, eps=DEFAULT_TRACE_EPS):
         forward and backward. Gradient checks use eps = 0 on positive-trace input.
 
     Returns C = √t · p_N(a / t): (B, d, d). See derivations/06_newton_schulz.md.
+    In debug mode (``gs.debug()``) NaN/Inf entries and a negative trace (zero, if eps = 0)
+    are rejected; outside it they propagate as NaN.
     """
     a = as_tensor(a)
-    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"num_iters must be an integer >= 1, got {num_iters!r}")
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
-        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+    num_iters = check_int(num_iters, "num_iters", minimum=1)
+    eps = check_number(eps, "eps", minimum=0)
     check_square_batch(a, "sqrtm_newton_schulz")
-    _check_trace(a, "sqrtm_newton_schulz", allow_zero=eps > 0)
-    return NewtonSchulzSqrt(num_iters, float(eps))(a)
+    check_nonnegative_trace(a.data, "sqrtm_newton_schulz", allow_zero=eps > 0)
+    return NewtonSchulzSqrt(num_iters, eps)(a)
 
 
 def sqrtm_newton_schulz_unrolled(a, num_iters, eps=DEFAULT_TRACE_EPS):
     """The same iteration as :func:`sqrtm_newton_schulz`, written with differentiable ops.
 
-    Forward values are identical; the backward is *derived by the engine* from
-    the recorded matmuls instead of the hand-written recursion, so it keeps the
-    whole graph of iterates (more memory, slower) but supports second-order
-    gradients. It is the reference the hand-written backward is checked against
-    (tests/test_matrix_sqrt.py, notebook 03). Equations (1)-(6) of
-    derivations/06_newton_schulz.md, one line each below.
+    It runs the same loop (``coupled_newton_schulz``) on Tensors, so its forward values agree
+    with :func:`sqrtm_newton_schulz` to rounding (only the trace is summed differently). The
+    backward is *derived by the engine* from the recorded matmuls instead of the hand-written
+    recursion, so it keeps the whole graph of iterates (more memory, slower) but supports
+    second-order gradients. It is the reference the hand-written backward is checked against
+    (tests/test_matrix_sqrt.py, notebook 03). Equations (1)-(6) of derivations/06_newton_schulz.md.
     """
     a = as_tensor(a)
+    num_iters = check_int(num_iters, "num_iters", minimum=1)
+    eps = check_number(eps, "eps", minimum=0)
     check_square_batch(a, "sqrtm_newton_schulz_unrolled")
     xp = get_array_module(a)
     eye = Tensor(xp.eye(a.shape[-1], dtype=a.dtype))
-    t = basic.sum(a * eye, axis=(1, 2), keepdims=True) + eps  # trace (+ eps)
-    A = a / t  # pre-normalisation
-    if num_iters == 1:
-        P = 0.5 * basic.matmul(A, 3 * eye - A)
-    else:
-        Z = 0.5 * (3 * eye - A)  # first step, special-cased
-        Y = basic.matmul(A, Z)
-        for _ in range(2, num_iters):
-            T = 0.5 * (3 * eye - basic.matmul(Z, Y))
-            Y, Z = basic.matmul(Y, T), basic.matmul(T, Z)
-        P = 0.5 * basic.matmul(Y, 3 * eye - basic.matmul(Z, Y))  # last step: Y only
-    return P * basic.sqrt(t)  # post-compensation
+    t = basic.sum(a * eye, axis=(1, 2), keepdims=True) + eps  # eq. (1): t = tr Σ + ε
+    ys, _, _ = coupled_newton_schulz(a / t, num_iters, basic.matmul, 0.5, 3 * eye)  # A = Σ / t; eqs. (2)-(5)
+    return basic.sqrt(t) * ys[-1]  # eq. (6): C = √t P, P = Y_N
 
 
 def sqrtm_eig(a):
@@ -311,9 +341,10 @@ def sqrtm_eig(a):
     The input is symmetrised ((a + aᵀ)/2) and tiny negative eigenvalues are
     clamped to 0. The gradient is finite where the matrix is positive definite;
     see derivations/07_eig_sqrt.md for the treatment of (near-)equal and zero
-    eigenvalues.
+    eigenvalues, and for how a batch is decomposed on a GPU (``batched_eigh``).
+    In debug mode (``gs.debug()``) NaN/Inf entries and a negative trace are rejected.
     """
     a = as_tensor(a)
     check_square_batch(a, "sqrtm_eig")
-    _check_trace(a, "sqrtm_eig", allow_zero=True)
+    check_nonnegative_trace(a.data, "sqrtm_eig", allow_zero=True)
     return EigSqrt()(a)
