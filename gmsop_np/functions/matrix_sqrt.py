@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks
-from .._checks import check_float_dtype, check_int, check_nonnegative_trace, check_number
+from .._checks import check_finite, check_int, check_nonnegative_trace, check_number, check_square_batch
 from ..backend import get_array_module
-from ..core import Function, Tensor, as_tensor
+from ..core import ArrayFunction, Tensor, as_tensor
 from . import basic
 
 __all__ = ["sqrtm_newton_schulz", "sqrtm_newton_schulz_unrolled", "sqrtm_eig", "DEFAULT_TRACE_EPS"]
@@ -79,7 +78,7 @@ def coupled_newton_schulz(a, num_iters, matmul, half, three_eye):
     return ys, zs, ts
 
 
-class NewtonSchulzSqrt(Function):
+class NewtonSchulzSqrt(ArrayFunction):
     """Approximate square root by the coupled Newton–Schulz iteration: (B, d, d) -> (B, d, d).
 
     Forward, derivations/06_newton_schulz.md, eqs. (1)-(6) (the iSQRT-COV algorithm):
@@ -103,8 +102,6 @@ class NewtonSchulzSqrt(Function):
     gradient of the function computed in forward, also under the non-symmetric
     perturbations that finite differences apply.
     """
-
-    differentiable_backward = False  # kernel-style: raw arrays in backward
 
     def __init__(self, num_iters, eps):
         self.num_iters, self.eps = num_iters, eps
@@ -205,7 +202,7 @@ def batched_eigh(xp, sym):
     return xp.stack([lam for lam, _ in pairs]), xp.stack([u for _, u in pairs])
 
 
-class EigSqrt(Function):
+class EigSqrt(ArrayFunction):
     """Exact square root of a symmetric PSD batch via eigh: (B, d, d) -> (B, d, d).
 
     Forward (derivations/07_eig_sqrt.md):
@@ -232,8 +229,6 @@ class EigSqrt(Function):
         (``batched_eigh``): CuPy's batched eigh is cuSOLVER's Jacobi solver, documented
         for d <= 32 only (derivations/07_eig_sqrt.md, §4). NumPy always takes one batched call.
     """
-
-    differentiable_backward = False  # kernel-style: raw arrays in backward
 
     def forward(self, a):
         xp = get_array_module(a)
@@ -273,24 +268,11 @@ class EigSqrt(Function):
 
 
 # ----- input validation and public functions -------------------------------------------------------
-def check_square_batch(a, name, check_finite=True):
-    """Validate a batch of square matrices (B, d, d), d >= 1, of a floating dtype.
-
-    Shape and dtype are always checked (TypeError / ValueError, free). With ``check_finite``,
-    NaN and Inf entries are also rejected, but only in debug mode (``gs.debug()``; see
-    ``gmsop_np/_checks.py``): outside it a NaN passes through and the trainer's NaN guard
-    catches it at the loss.
-    """
-    check_float_dtype(a, name)
-    if a.ndim != 3 or a.shape[1] != a.shape[2]:
-        raise ValueError(
-            f"{name} expects a batch of square matrices of shape (B, d, d), got shape {tuple(a.shape)}; "
-            "a single matrix needs a batch axis: a.reshape(1, d, d)"
-        )
-    if a.shape[1] == 0:
-        raise ValueError(f"{name} needs matrices of size d >= 1, got shape {tuple(a.shape)}")
-    if check_finite:
-        _checks.check_finite(a.data, name, hint="check the layers before it (e.g. a diverging loss)")
+def _check_matrices(a, name):
+    """A floating (B, d, d) batch (always checked); finite values in debug mode only (``gs.debug()``):
+    outside it a NaN passes through and the trainer's NaN guard catches it at the loss."""
+    check_square_batch(a, name)
+    check_finite(a.data, name, hint="check the layers before it (e.g. a diverging loss)")
 
 
 def sqrtm_newton_schulz(a, num_iters, eps=DEFAULT_TRACE_EPS):
@@ -309,7 +291,7 @@ def sqrtm_newton_schulz(a, num_iters, eps=DEFAULT_TRACE_EPS):
     a = as_tensor(a)
     num_iters = check_int(num_iters, "num_iters", minimum=1)
     eps = check_number(eps, "eps", minimum=0)
-    check_square_batch(a, "sqrtm_newton_schulz")
+    _check_matrices(a, "sqrtm_newton_schulz")
     check_nonnegative_trace(a.data, "sqrtm_newton_schulz", allow_zero=eps > 0)
     return NewtonSchulzSqrt(num_iters, eps)(a)
 
@@ -327,7 +309,7 @@ def sqrtm_newton_schulz_unrolled(a, num_iters, eps=DEFAULT_TRACE_EPS):
     a = as_tensor(a)
     num_iters = check_int(num_iters, "num_iters", minimum=1)
     eps = check_number(eps, "eps", minimum=0)
-    check_square_batch(a, "sqrtm_newton_schulz_unrolled")
+    _check_matrices(a, "sqrtm_newton_schulz_unrolled")
     xp = get_array_module(a)
     eye = Tensor(xp.eye(a.shape[-1], dtype=a.dtype))
     t = basic.sum(a * eye, axis=(1, 2), keepdims=True) + eps  # eq. (1): t = tr Σ + ε
@@ -345,6 +327,6 @@ def sqrtm_eig(a):
     In debug mode (``gs.debug()``) NaN/Inf entries and a negative trace are rejected.
     """
     a = as_tensor(a)
-    check_square_batch(a, "sqrtm_eig")
+    _check_matrices(a, "sqrtm_eig")
     check_nonnegative_trace(a.data, "sqrtm_eig", allow_zero=True)
     return EigSqrt()(a)
