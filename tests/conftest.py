@@ -89,6 +89,11 @@ def rng():
     return np.random.default_rng(12345)
 
 
+def pytest_configure(config):
+    """A stand-in ``SimulationWarning`` (a call CuPy accepts but that misbehaves on a GPU) fails the test."""
+    config.addinivalue_line("filterwarnings", "error::gmsop_np.testing.device_sim.SimulationWarning")
+
+
 def pytest_terminal_summary(terminalreporter):
     """Show what the ``report``-marked tests printed (NS error table, parameter counts, ...).
 

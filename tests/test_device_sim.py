@@ -135,6 +135,30 @@ def test_batched_eigh_above_32_warns_like_the_cusolver_limit():
     np.testing.assert_allclose(w.get()[1], np.arange(1.0, 34.0))  # the values are still NumPy's
 
 
+def test_integer_indices_wrap_around_as_in_cupy_kernels(dev):
+    """CuPy's gather/scatter kernels take i % n: an out-of-range index is no IndexError on a GPU."""
+    row = ds.asarray(np.array([10.0, 11.0, 12.0]))
+    np.testing.assert_array_equal(row[ds.asarray(np.array([3, -4, 1]))].get(), [10.0, 12.0, 11.0])
+    np.testing.assert_array_equal(dev[:, ds.asarray(np.array([4]))].get(), [[1.0], [4.0]])
+    np.testing.assert_array_equal(ds.take(row, ds.asarray(np.array([5]))).get(), [12.0])
+    counts = ds.zeros(3)
+    ds.add.at(counts, ds.asarray(np.array([3, 3, 0])), 1.0)
+    np.testing.assert_array_equal(counts.get(), [3.0, 0.0, 0.0])
+    with pytest.raises(IndexError):  # a Python int out of range still raises, as in CuPy
+        row[3]
+
+
+def test_repeated_setitem_positions_warn(dev):
+    """CuPy stores an undefined one of several values written to one position (NumPy: the last)."""
+    index = ds.asarray(np.array([0, 0]))
+    with pytest.warns(ds.SimulationWarning, match="undefined"):
+        dev[index] = ds.asarray(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dev[index] = 7.0  # one value: no ambiguity
+        dev[ds.asarray(np.array([1, 0]))] = ds.asarray(np.ones((2, 3)))
+
+
 def test_results_are_device_arrays_and_views_share_memory(dev):
     total = dev.sum()
     assert isinstance(total, ds.ndarray) and total.shape == ()  # a 0-d device array, as CuPy returns

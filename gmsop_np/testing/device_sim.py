@@ -293,10 +293,12 @@ def _shares(result: np.ndarray, base: np.ndarray) -> bool:
 # ================================================================================================
 # Indexing keys
 # ================================================================================================
-def _index_key(key, what: str):
+def _index_key(key, shape, what: str):
     """(NumPy key, kind) with kind "basic", "advanced" (integer arrays) or "mask" (a boolean array).
 
     Device arrays are unwrapped; host arrays and lists are copied to the device (as CuPy does).
+    Integer index arrays wrap around like CuPy's gather/scatter kernels (``i % n``): an
+    out-of-range index is no IndexError on a GPU but silently reads or writes another row.
     """
     parts = list(key) if isinstance(key, tuple) else [key]
     kind = "basic"
@@ -319,9 +321,43 @@ def _index_key(key, what: str):
         else:
             raise IndexError(f"arrays used as indices must be of integer or boolean type (actual: {array.dtype})")
         parts[i] = array
-    if kind == "basic" and not builtins.any(p is Ellipsis for p in parts):
+    if kind != "basic":
+        _wrap_integer_indices(parts, shape)
+    elif not builtins.any(p is Ellipsis for p in parts):
         parts.append(Ellipsis)  # a[1, 2, ...] is a 0-d view where a[1, 2] would be a NumPy scalar
     return tuple(parts), kind
+
+
+def _warn_if_indices_repeat(shape, key):
+    """CuPy stores an undefined one of the values written to a repeated position (NumPy: the last)."""
+    hits = np.zeros(shape, dtype=np.intp)
+    np.add.at(hits, key, 1)
+    if hits.size and hits.max() > 1:
+        warnings.warn(
+            "setitem writes several values to the same position; on CuPy the value stored there is undefined "
+            "(NumPy keeps the last). Use unique indices, or add.at to accumulate.",
+            SimulationWarning,
+            stacklevel=3,
+        )
+
+
+def _wrap_integer_indices(parts, shape):
+    """Reduce every integer index array modulo the length of the axis it indexes (in place)."""
+
+    def width(part):  # axes of the array that ``part`` consumes
+        if part is None or part is Ellipsis:
+            return 0
+        return part.ndim if isinstance(part, np.ndarray) and part.dtype.kind == "b" else 1
+
+    axis = 0
+    for i, part in enumerate(parts):
+        if part is Ellipsis:
+            axis += len(shape) - builtins.sum(width(p) for p in parts)
+        elif isinstance(part, np.ndarray) and part.dtype.kind in "iu" and axis < len(shape) and shape[axis]:
+            n = shape[axis]
+            if part.size and (part.max() >= n or part.min() < -n):
+                parts[i] = np.mod(part, n)
+        axis += width(part)
 
 
 # ================================================================================================
@@ -511,7 +547,7 @@ class ndarray:  # noqa: N801  (CuPy's name)
 
     # ----- indexing --------------------------------------------------------------------------
     def __getitem__(self, key):
-        raw_key, kind = _index_key(key, "getitem")
+        raw_key, kind = _index_key(key, self.shape, "getitem")
         result = self._a[raw_key]
         if kind == "basic":
             return _view(result)
@@ -527,7 +563,9 @@ class ndarray:  # noqa: N801  (CuPy's name)
             raise _mixing_error("setitem")
         else:
             raise _unsupported(value, "setitem")
-        raw_key, kind = _index_key(key, "setitem")
+        raw_key, kind = _index_key(key, self.shape, "setitem")
+        if kind == "advanced" and isinstance(value, ndarray) and value.size > 1:
+            _warn_if_indices_repeat(self.shape, raw_key)
         _launch("fill" if kind == "basic" and _is_scalar(value) else f"setitem[{kind}]")
         self._a[raw_key] = raw_value
 
@@ -748,7 +786,7 @@ class ufunc:  # noqa: N801  (CuPy's name)
                 f"{self._numpy.__name__}.at only supports {', '.join(self._scatter_dtypes)} as data type "
                 f"(CuPy's atomic scatter), got {data.dtype}"
             )
-        key, _ = _index_key(indices, f"{self._numpy.__name__}.at")
+        key, _ = _index_key(indices, data.shape, f"{self._numpy.__name__}.at")
         value = None if b is None else _operand(b, f"{self._numpy.__name__}.at")
         _launch(f"{self._numpy.__name__}.at")
         self._numpy.at(data, key[:-1] if key[-1] is Ellipsis else key, value)
@@ -1121,8 +1159,10 @@ def searchsorted(a, v, side="left", sorter=None):
 
 
 def take(a, indices, axis=None, out=None):
-    raw = indices if isinstance(indices, (int, np.integer)) else _index_key(indices, "take")[0][0]
-    return _run("take", np.take, _device_data(a, "take"), raw, axis, out=out)
+    """Gather along ``axis``; indices wrap around (CuPy's take has no ``mode``: it always wraps)."""
+    data = _device_data(a, "take")
+    raw = indices if isinstance(indices, (int, np.integer)) else _index_key(indices, (), "take")[0][0]
+    return _run("take", np.take, data, raw, axis, out=out, mode="wrap")
 
 
 def take_along_axis(a, indices, axis):
