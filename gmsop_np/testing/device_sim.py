@@ -1391,10 +1391,13 @@ class _Generator:
         return _run("random.standard_exponential", self._numpy.standard_exponential, size, dtype, "inv", out=out)
 
     def uniform(self, low=0.0, high=1.0, size=None, dtype=np.float64):
-        raw = [_operand(v, "random.uniform") for v in (low, high)]
-        return _run("random.uniform", lambda lo, hi: self._numpy.uniform(lo, hi, size).astype(dtype), *raw)
+        # CuPy moves the bounds with cupy.asarray: two host -> device copies for Python numbers.
+        low, high = asarray(low), asarray(high)
+        return _run("random.uniform", lambda lo, hi: self._numpy.uniform(lo, hi, size).astype(dtype), low._a, high._a)
 
     def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):
+        # CuPy reads the bounds with int(): a synchronisation each if they are device arrays.
+        low, high = int(low), None if high is None else int(high)
         return _run("random.integers", self._numpy.integers, low, high, size, dtype, endpoint)
 
 
