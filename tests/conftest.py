@@ -13,7 +13,6 @@ Hypothesis profiles, chosen by the HYPOTHESIS_PROFILE environment variable:
 ``dev`` (more examples) and ``thorough`` (many; run before a release).
 """
 
-import contextlib
 import os
 
 import numpy as np
@@ -21,8 +20,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import gmsop_np as gs
-from gmsop_np import backend
-from gmsop_np.testing import simulated_gpu
+from gmsop_np.testing import device_module, simulated_gpu
 
 _common = dict(
     deadline=None,
@@ -49,15 +47,6 @@ def _real_cupy():
 REAL_CUPY = _real_cupy()
 
 
-@contextlib.contextmanager
-def _device_module(module):
-    previous = backend._use_device_module(module)
-    try:
-        yield module
-    finally:
-        backend._use_device_module(previous)
-
-
 def _backend_params():
     gpu = pytest.mark.skipif(REAL_CUPY is None, reason="CuPy with a CUDA GPU is not available")
     return [
@@ -78,7 +67,7 @@ def xp(request):
         with gs.using_backend("numpy"):
             yield np
     else:
-        device = simulated_gpu() if request.param == "sim" else _device_module(REAL_CUPY)
+        device = simulated_gpu() if request.param == "sim" else device_module(REAL_CUPY)
         with device as module, gs.using_backend("cupy"):
             yield module
 

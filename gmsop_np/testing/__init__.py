@@ -20,14 +20,19 @@ import contextlib
 from .. import backend
 from . import device_sim
 
-__all__ = ["device_sim", "simulated_gpu"]
+__all__ = ["device_module", "device_sim", "simulated_gpu"]
 
 
 @contextlib.contextmanager
-def simulated_gpu():
-    """Put the stand-in in the backend's device slot for the block; restore the previous module after."""
-    previous = backend._use_device_module(device_sim)
+def device_module(module):
+    """Put ``module`` (cupy or the stand-in) in the backend's device slot for the block; restore the previous one."""
+    previous = backend._use_device_module(module)
     try:
-        yield device_sim
+        yield module
     finally:
         backend._use_device_module(previous)
+
+
+def simulated_gpu():
+    """``with simulated_gpu(): ...`` runs the "cupy" backend on the stand-in inside the block."""
+    return device_module(device_sim)
