@@ -127,10 +127,11 @@ def _is_tensor(a) -> bool:
 def get_array_module(*args):
     """The array module (numpy or cupy) that the arguments live on.
 
-    Tensors are unwrapped; Python scalars and ``None`` are neutral. Raises a
-    ``TypeError`` when NumPy and CuPy arrays are mixed, instead of copying.
+    Tensors are unwrapped; Python and NumPy scalars and ``None`` are neutral (CuPy
+    takes scalars as kernel arguments). Raises a ``TypeError`` when NumPy and CuPy
+    arrays are mixed, instead of copying.
     """
-    names = {backend_of(a) for a in args if a is not None and not isinstance(a, (int, float, bool))}
+    names = {backend_of(a) for a in args if a is not None and not isinstance(a, (int, float, bool, np.generic))}
     if names == {"numpy", "cupy"}:
         raise TypeError(
             "cannot mix a NumPy (host) array and a CuPy (GPU) array in one operation. "

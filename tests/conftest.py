@@ -1,7 +1,12 @@
 """Shared fixtures: the backend fixture ``xp`` and Hypothesis profiles.
 
-``xp`` runs a test once on NumPy and once on CuPy; the CuPy case is skipped
-(with the reason) when CuPy or a GPU is missing. One suite for both backends.
+``xp`` runs a test three times, one suite for every backend:
+
+* ``numpy``: the host;
+* ``sim``: the "cupy" backend on ``gmsop_np.testing.device_sim``, a strict CPU
+  stand-in for CuPy (it always runs, in CI too: it catches implicit host/device
+  transfers, host/device mixing and calls CuPy does not offer);
+* ``cupy``: real CuPy on a GPU, skipped (with the reason) when there is none.
 
 Hypothesis profiles, chosen by the HYPOTHESIS_PROFILE environment variable:
 ``ci`` (default: few examples, the whole suite stays within CI's budget),
@@ -15,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import gmsop_np as gs
+from gmsop_np.testing import device_module, simulated_gpu
 
 _common = dict(
     deadline=None,
@@ -28,22 +34,53 @@ settings.register_profile("thorough", max_examples=300, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def _real_cupy():
+    """The cupy module when CuPy imports and sees a CUDA device, else None (never the stand-in)."""
+    try:
+        import cupy  # noqa: PLC0415  (optional)
+
+        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:  # ImportError, CUDARuntimeError, ...
+        return None
+
+
+REAL_CUPY = _real_cupy()
+
+
 def _backend_params():
-    gpu = pytest.mark.skipif(not gs.cupy_available(), reason="CuPy with a CUDA GPU is not available")
-    return [pytest.param("numpy", id="numpy"), pytest.param("cupy", id="cupy", marks=[gpu, pytest.mark.gpu])]
+    gpu = pytest.mark.skipif(REAL_CUPY is None, reason="CuPy with a CUDA GPU is not available")
+    return [
+        pytest.param("numpy", id="numpy"),
+        pytest.param("sim", id="sim"),
+        pytest.param("cupy", id="cupy", marks=[gpu, pytest.mark.gpu]),
+    ]
 
 
 @pytest.fixture(params=_backend_params())
 def xp(request):
-    """The array module under test (numpy or cupy); also sets it as the default backend."""
-    with gs.using_backend(request.param):
-        yield gs.get_array_module(gs.Tensor(0.0)) if request.param == "numpy" else gs.backend.get_cupy()
+    """The array module under test (numpy, the CuPy stand-in or cupy); also the default backend.
+
+    For ``sim`` and ``cupy`` the test body runs with the "cupy" backend active, on
+    the stand-in or on the GPU; everything is restored afterwards.
+    """
+    if request.param == "numpy":
+        with gs.using_backend("numpy"):
+            yield np
+    else:
+        device = simulated_gpu() if request.param == "sim" else device_module(REAL_CUPY)
+        with device as module, gs.using_backend("cupy"):
+            yield module
 
 
 @pytest.fixture
 def rng():
     """A fresh seeded NumPy generator per test (tests are reproducible)."""
     return np.random.default_rng(12345)
+
+
+def pytest_configure(config):
+    """A stand-in ``SimulationWarning`` (a call CuPy accepts but that misbehaves on a GPU) fails the test."""
+    config.addinivalue_line("filterwarnings", "error::gmsop_np.testing.device_sim.SimulationWarning")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -55,15 +55,22 @@ def test_tensor_to_cpu_returns_new_leaf_with_copy():
     np.testing.assert_array_equal(gs.to_cpu(t.data), [0.0, 1.0, 2.0])
 
 
+def test_numpy_scalars_are_neutral_like_python_scalars(xp):
+    """CuPy takes NumPy scalars as kernel arguments: np.float32(2) must not count as a host array."""
+    device = xp.ones(2)
+    for scalar in (2.0, np.float64(2), np.float32(2), np.int64(2)):
+        assert gs.get_array_module(device, scalar) is xp
+
+
 def test_tensor_created_on_the_default_backend(xp):
     t = gs.Tensor([1.0, 2.0])
     assert gs.get_array_module(t) is xp
     assert t.backend == gs.get_backend()
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not gs.cupy_available(), reason="CuPy with a CUDA GPU is not available")
-def test_moves_round_trip_and_mixing_in_an_op_raises():
+def test_moves_round_trip_and_mixing_in_an_op_raises(xp):
+    if xp is np:
+        pytest.skip("moves between host and device need a device backend")
     host = np.arange(6.0).reshape(2, 3)
     device = gs.to_gpu(gs.Tensor(host))
     assert device.backend == "cupy"

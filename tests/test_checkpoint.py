@@ -131,7 +131,8 @@ def test_checkpoint_is_plain_npz_with_host_arrays(tmp_path, xp):
         model, opt, _ = _setup(seed=0)
     if xp is not np:
         model.to_gpu()
-    _train_step(model, opt, tuple([gs.Tensor(xp.asarray(_batch(0)[0].data)), _batch(0)[1]]))
+    x, labels = _batch(0)
+    _train_step(model, opt, (gs.Tensor(xp.asarray(x.data)), xp.asarray(labels)))  # the batch on the model's device
     path = save_checkpoint(tmp_path / "ck.npz", model, opt)
     with np.load(path, allow_pickle=False) as archive:  # readable without gmsop_np
         assert "__meta__" in archive.files and "model/stem.0.W" in archive.files
