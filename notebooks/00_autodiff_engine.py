@@ -14,6 +14,10 @@
 # for tensors used twice, and a gradient check that catches a broken backward.
 # The maths is in [`derivations/01_autodiff.md`](../derivations/01_autodiff.md); equation
 # numbers below refer to it.
+#
+# In every notebook, each figure appears below the cell that draws it and is also saved as
+# a PNG in `FIGURE_DIR` (the test suite runs the notebooks without a display and checks
+# those files).
 
 # %% tags=["parameters"]
 BACKEND = "numpy"  # "cupy" runs the same cells on the GPU (falls back to NumPy without one)
@@ -24,10 +28,7 @@ FIGURE_DIR = "figures"
 # %%
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures are written to files, so the notebook also runs headless
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # each figure: saved to FIGURE_DIR, then plt.show() draws it inline
 import numpy as np
 
 import gmsop_np as gs
@@ -40,7 +41,7 @@ xp = gs.backend.array_module(BACKEND)  # numpy, or cupy on a GPU
 figure_dir = Path(FIGURE_DIR)
 figure_dir.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(SEED)
-print("backend:", BACKEND, "| figures go to", figure_dir.resolve())
+print("backend:", BACKEND, "| figures are saved to", figure_dir.resolve())
 
 # %% [markdown]
 # ## 1. A graph is recorded while the forward pass runs
@@ -80,8 +81,8 @@ for f in graph:
 
 
 # %%
-def draw_graph(functions, path):
-    """Functions as boxes placed by generation (left to right), arrows input -> output."""
+def draw_graph(functions):
+    """A figure of the Functions as boxes placed by generation (left to right), arrows input -> output."""
     fig, ax = plt.subplots(figsize=(8, 3))
     rows = {}
     position = {}
@@ -107,12 +108,12 @@ def draw_graph(functions, path):
     ax.set_yticks([])
     ax.set_title("the recorded graph of loss = sum(exp(h)^2) / 2 + sum(h),  h = x @ w")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
-draw_graph(graph, figure_dir / "00_graph.png")
-print("saved", figure_dir / "00_graph.png")
+fig = draw_graph(graph)
+fig.savefig(figure_dir / "00_graph.png")
+plt.show()
 
 # %% [markdown]
 # ## 2. Backward, and the order in which Functions run
@@ -214,7 +215,7 @@ ax.set_ylabel("Function backward calls")
 ax.legend()
 fig.tight_layout()
 fig.savefig(figure_dir / "00_reuse_calls.png")
-plt.close(fig)
+plt.show()
 print("depth", depths[-1], ": toy", toy_calls[-1], "calls, engine", engine_calls[-1])
 
 # %% [markdown]
@@ -327,7 +328,7 @@ for ax, label in zip(axes, ["u = 1", "random u"]):
 axes[0].legend()
 fig.tight_layout()
 fig.savefig(figure_dir / "00_softmax_check.png")
-plt.close(fig)
+plt.show()
 print("max |correct VJP| with u = 1:", np.abs(vjps["hand-written", "u = 1"]).max())
 
 # %% [markdown]

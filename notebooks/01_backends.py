@@ -16,7 +16,7 @@
 # they were skipped.
 
 # %% tags=["parameters"]
-BACKEND = "numpy"  # the default backend for new data in this notebook ("numpy" or "cupy")
+BACKEND = "numpy"  # the backend of the `using_backend` block in section 1 ("numpy" or "cupy")
 SEED = 0
 SIZES = [64, 128, 256, 512]  # matrix sizes for the throughput plot
 REPEATS = 3
@@ -26,10 +26,7 @@ FIGURE_DIR = "figures"
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # each figure: saved to FIGURE_DIR, then plt.show() draws it inline
 import numpy as np
 
 import gmsop_np as gs
@@ -46,7 +43,6 @@ else:
 if BACKEND == "cupy" and not HAS_GPU:
     print("BACKEND='cupy' was asked for: falling back to NumPy.")
     BACKEND = "numpy"
-xp = gs.backend.array_module(BACKEND)  # numpy, or cupy on a GPU
 figure_dir = Path(FIGURE_DIR)
 figure_dir.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(SEED)
@@ -56,7 +52,9 @@ rng = np.random.default_rng(SEED)
 #
 # `get_array_module` returns the module of its arguments; Python numbers are neutral.
 # New data from Python lists follows the default backend and is float32 (what training
-# uses); NumPy arrays keep their dtype (gradient checks use float64).
+# uses); NumPy arrays keep their dtype (gradient checks use float64). The default backend
+# is NumPy; `with gs.using_backend("cupy"):` changes it for the data made inside the block
+# only (there is no global switch).
 
 # %%
 t32 = gs.Tensor([[1.0, 2.0], [3.0, 4.0]])
@@ -64,6 +62,10 @@ t64 = gs.Tensor(np.eye(2))
 print("default backend:", gs.get_backend())
 print("Tensor from a list:", t32.backend, t32.dtype, "| from a float64 NumPy array:", t64.backend, t64.dtype)
 print("get_array_module(t32, 2.0) ->", gs.get_array_module(t32, 2.0).__name__)
+with gs.using_backend(BACKEND):  # BACKEND from the parameter cell
+    t_block = gs.Tensor([1.0, 2.0])
+print(f"inside using_backend({BACKEND!r}) a Tensor from a list lives on {t_block.backend};", end=" ")
+print("after the block the default is", gs.get_backend(), "again")
 
 
 # %% [markdown]
@@ -134,7 +136,7 @@ else:
 #
 # Inside a Function, never call `np.` directly (a NumPy function given a CuPy array either
 # fails or silently copies to the host). Ask the data for its module instead. A test
-# (`tests/test_static_backend.py`) enforces this for `gmsop_np/functions/`.
+# (`tests/test_static_backend.py`) enforces this in `gmsop_np/functions/` and `gmsop_np/nn/`.
 
 
 # %%
@@ -190,7 +192,7 @@ ax.set_title("matmul throughput" + ("" if HAS_GPU else " (NumPy only: no GPU her
 ax.legend()
 fig.tight_layout()
 fig.savefig(figure_dir / "01_matmul_throughput.png")
-plt.close(fig)
+plt.show()
 for name, values in throughput.items():
     print(name, " ".join(f"n={n}: {v:.1f} GFLOP/s" for n, v in zip(SIZES, values)))
 
@@ -199,6 +201,7 @@ for name, values in throughput.items():
 
 # %%
 assert t32.dtype == np.float32 and t64.dtype == np.float64
+assert t_block.backend == BACKEND and gs.get_backend() == "numpy", "using_backend acts inside its block only"
 assert where_cpu == "numpy" and np.isfinite(loss_cpu)
 if HAS_GPU:
     assert where_gpu == "cupy"

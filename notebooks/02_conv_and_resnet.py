@@ -25,10 +25,7 @@ FIGURE_DIR = "figures"
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # each figure: saved to FIGURE_DIR, then plt.show() draws it inline
 import numpy as np
 
 import gmsop_np as gs
@@ -77,7 +74,7 @@ for ax in axes:
     ax.set_yticks([])
 fig.tight_layout()
 fig.savefig(figure_dir / "02_im2col.png")
-plt.close(fig)
+plt.show()
 
 
 # %% [markdown]
@@ -88,7 +85,7 @@ plt.close(fig)
 
 # %%
 def conv_by_loops(x, W, b, stride, padding):
-    """Toy oracle: y[b, o, r, s] = sum_{c,i,j} W[o, c, i, j] x_pad[b, c, r*s + i, s*s + j] + b[o]."""
+    """Toy oracle: y[b, o, r, s] = sum_{c,i,j} W[o, c, i, j] x_pad[b, c, r*stride + i, s*stride + j] + b[o]."""
     x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     C_out, _, kh, kw = W.shape
     Ho = (x.shape[2] + 2 * padding - kh) // stride + 1
@@ -152,7 +149,7 @@ ax.set_ylabel("backward (col2im / matmul)")
 ax.set_title("dL/dW of conv2d, every entry")
 fig.tight_layout()
 fig.savefig(figure_dir / "02_conv_gradient.png")
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
 # ## 4. The paper's ResNet-18 (Table 1)
@@ -202,13 +199,15 @@ ax.set_xlabel("parameters")
 ax.set_title(f"ResNet-18 (GAP head, 1000 classes): {model.num_parameters() / 1e6:.2f}M parameters")
 fig.tight_layout()
 fig.savefig(figure_dir / "02_resnet18_parameters.png")
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
-# One training-mode forward and backward pass through the whole network: every parameter
-# receives a gradient of its own shape.
+# One training-mode forward and backward pass through the whole network (`model.train()`:
+# batch norm now uses the batch's statistics): every parameter receives a gradient of its
+# own shape.
 
 # %%
+model.train()
 labels = xp.asarray(rng.integers(0, 1000, BATCH))
 start = time.perf_counter()
 loss = F.softmax_cross_entropy(model(images), labels)

@@ -28,10 +28,7 @@ FIGURE_DIR = "figures"
 # %%
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # each figure: saved to FIGURE_DIR, then plt.show() draws it inline
 import numpy as np
 import scipy.linalg
 
@@ -103,7 +100,7 @@ axes[4].set_xlabel("index")
 fig.suptitle("pixel covariance (shown as correlation) of one image per class; spectrum of a deep covariance")
 fig.tight_layout()
 fig.savefig(figure_dir / "03_covariances.png")
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
 # ## 2. Newton–Schulz converges to the square root — slowly
@@ -144,7 +141,7 @@ ax.set_ylabel("relative Frobenius error")
 ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(figure_dir / "03_ns_convergence.png")
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
 # ## 3. What N steps compute: a polynomial $p_N$ of each eigenvalue
@@ -187,7 +184,7 @@ ax.legend(fontsize=8)
 ax.set_title("Newton-Schulz acts on each eigenvalue")
 fig.tight_layout()
 fig.savefig(figure_dir / "03_ns_polynomial.png")
-plt.close(fig)
+plt.show()
 
 
 # %% [markdown]
@@ -272,7 +269,7 @@ axes[1].set_ylabel("relative distance")
 axes[1].set_title("NS gradient -> exact (eigh) gradient")
 fig.tight_layout()
 fig.savefig(figure_dir / "03_backward_check.png")
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
 # ## 5. SR-SOP in one line

@@ -29,10 +29,7 @@ FIGURE_DIR = "figures"
 # %%
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # each figure: saved to FIGURE_DIR, then plt.show() draws it inline
 import numpy as np
 
 import gmsop_np as gs
@@ -81,7 +78,7 @@ for ax, data, title in [
     fig.colorbar(image, ax=ax, fraction=0.046)
 fig.tight_layout()
 fig.savefig(figure_dir / "04_topk_weights.png")
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
 # ## 2. Gradients of the gate
@@ -138,11 +135,12 @@ print("check_backward passes for the balance loss")
 # on `CE_mean + L_B / B` (the release's weighting, 09_balance_loss.md) for α = 0 and
 # α = 100. `usage_counts` counts the images each component received.
 #
-# One deviation from the release, on purpose: the gate starts from small random weights
-# instead of the constant 1/D. With tied logits every image starts on the same
-# lowest-index K components, and an importance-only balance loss cannot pull them apart
-# (its gradient reaches only selected logits, and is equal for components used equally),
-# so both runs would sit on the same K components in a model this small.
+# One deviation from the release, on purpose: the gate's clean weights $W_g$ start from
+# random N(0, 1) entries ($W_n$ from 0) instead of the constant 1/D, so that the routing
+# depends on the image from the first step on. With the release's constant init every logit
+# of every image ties at first; in training `GMSOP` breaks such ties at random
+# (`tie_break="random"`, the default), so each image would start on K components drawn at
+# random, whatever its content (only in evaluation does a tie go to the lowest index).
 
 # %%
 images, labels = make_textures(512, image_size=IMAGE_SIZE, seed=SEED)
@@ -200,12 +198,12 @@ for ax, (alpha, (usage, _)) in zip(axes, runs.items()):
     ax.axhline(1 / N_COMPONENTS, color="gray", ls="--", lw=0.8, label="uniform")
     ax.set_title(f"alpha = {alpha:g}: CV = {usage_cv(usage[-1]):.2f}")
     ax.set_xlabel("component")
-axes[0].set_ylabel("share of images (last epoch)")
+axes[0].set_ylabel("share of the selections (last epoch)")
 axes[0].legend()
 fig.suptitle(f"component usage, GM-SOP-{N_COMPONENTS}-{K} on textures (paper Fig. 2 in miniature)")
 fig.tight_layout()
 fig.savefig(figure_dir / "04_usage_histograms.png")
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
 # ## Milestone checks

@@ -34,11 +34,9 @@ FIGURE_DIR = "figures"
 import shutil
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # each figure: saved to FIGURE_DIR, then plt.show() draws it inline
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 import gmsop_np as gs
 from gmsop_np.data import normalize
@@ -57,7 +55,8 @@ shutil.rmtree(run_root, ignore_errors=True)  # a fresh run directory per executi
 #
 # `arch="tiny"`: one basic block per stage (widths 8/16/32/32) and narrow heads, so the
 # whole comparison runs on a laptop CPU. The paper's networks are `arch="resnet18"` etc.
-# Each run writes `config.json`, `metrics.csv`, `usage.csv` and checkpoints to its folder.
+# Each run writes `config.json`, `metrics.csv`, checkpoints and, for the mixture head,
+# `usage.csv` to its folder (`gmsop plot` draws them).
 
 
 # %%
@@ -108,14 +107,17 @@ for head, trainer in trainers.items():
     axes[0].plot(epochs, [r["train_loss"] for r in trainer.history], "o-", label=head)
     axes[1].plot(epochs, [r["val_top1"] for r in trainer.history], "o-", label=head)
 axes[1].axhline(0.75, color="gray", ls="--", lw=0.8, label="chance")
-axes[0].set_title("training loss (CE + L_B / B)")
+axes[0].set_title("training loss (CE; + L_B / B for GM-SOP)")
+axes[0].set_ylabel("loss (nats per image)")
 axes[1].set_title("validation top-1 error")
+axes[1].set_ylabel("error (fraction of images)")
 for ax in axes:
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     ax.legend()
 fig.tight_layout()
 fig.savefig(figure_dir / "05_training_curves.png")
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
 # ## 3. Which components did the images use? (paper Fig. 2)
@@ -130,14 +132,14 @@ if gm is not None:
     print("usage CV per epoch:", [round(r["usage_cv"], 3) for r in gm.history])
     fig, ax = plt.subplots(figsize=(6, 3))
     image = ax.imshow(usage / usage.sum(axis=1, keepdims=True), aspect="auto", cmap="viridis")
-    ax.set_xlabel("component")
+    ax.set_xlabel("component i (column component_i of usage.csv)")
     ax.set_ylabel("epoch")
     ax.set_yticks(range(len(usage)), [str(r[0]) for r in gm.usage_history])
-    ax.set_title(f"GM-SOP-{N_COMPONENTS}-{K}: share of images per component")
-    fig.colorbar(image, ax=ax)
+    ax.set_title(f"GM-SOP-{N_COMPONENTS}-{K}: which components the images selected")
+    fig.colorbar(image, ax=ax, label="share of the epoch's\nimage-component selections")
     fig.tight_layout()
     fig.savefig(figure_dir / "05_component_usage.png")
-    plt.close(fig)
+    plt.show()
 
 # %% [markdown]
 # ## 4. Using a trained model

@@ -30,10 +30,7 @@ FIGURE_DIR = "figures"
 import shutil
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # each figure: saved to FIGURE_DIR, then plt.show() draws it inline
 import numpy as np
 
 import gmsop_np as gs
@@ -140,7 +137,7 @@ ax.set_ylabel("training images / s")
 ax.set_title(f"tiny ResNet + {HEAD}, batch {BATCH}" + ("" if HAS_GPU else "\n(no GPU here: NumPy only)"))
 fig.tight_layout()
 fig.savefig(figure_dir / "06_throughput.png")
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
 # ## Milestone checks

@@ -11,7 +11,9 @@ These tests check that
 * each notebook executes top to bottom in a fresh ``python3`` kernel at CI sizes
   (its parameter cell replaced by ``CI_PARAMETERS`` below, figures written to a
   temporary folder) -- the notebook's own last cell asserts its milestone checks --
-  and writes every figure listed in ``FIGURES``, non-empty.
+  writes every figure listed in ``FIGURES``, non-empty, and shows each of them
+  inline (a PNG output, as JupyterLab displays it) without keeping it open. The kernel
+  uses Jupyter's default inline matplotlib backend, which needs no display.
 
 Regenerate a ``.ipynb`` after editing its ``.py``: ``jupytext --sync notebooks/NN_name.py``.
 """
@@ -69,6 +71,12 @@ INTRODUCED_IN = {
     r"\bF\.topk_softmax\b|\bF\.balance_loss\b|\bF\.noisy_gate_logits\b": 4,
     r"gmsop_np\.train\b|gmsop_np import train\b|gmsop_np\.optim|gmsop_np import optim\b": 5,
 }
+
+
+# Appended to each executed notebook: which matplotlib backend ran, and how many figures are still open.
+FIGURE_PROBE = """\
+import json as _json, matplotlib as _mpl, matplotlib.pyplot as _plt
+print(_json.dumps({"backend": _mpl.get_backend(), "open_figures": len(_plt.get_fignums())}))"""
 
 
 def _name(path: Path) -> str:
@@ -173,8 +181,8 @@ def kernel_manager_factory(tmp_path_factory):
 
 def _kernel_env():
     env = dict(os.environ)
+    env.pop("MPLBACKEND", None)  # the kernel's default: the inline backend, as in JupyterLab
     env.update(
-        MPLBACKEND="Agg",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
         MKL_NUM_THREADS="1",
@@ -195,6 +203,7 @@ def test_notebook_runs_and_writes_its_figures(script, tmp_path, kernel_manager_f
     assert not unknown, f"CI overrides {sorted(unknown)} are not parameters of {script.name}"
     values.update(overrides)
     cell.source = "\n".join(f"{key} = {value!r}" for key, value in values.items())
+    nb.cells.append(nbformat.v4.new_code_cell(FIGURE_PROBE))
 
     client = nbclient.NotebookClient(
         nb,
@@ -208,3 +217,11 @@ def test_notebook_runs_and_writes_its_figures(script, tmp_path, kernel_manager_f
     for figure in FIGURES[name]:
         path = tmp_path / figure
         assert path.is_file() and path.stat().st_size > 0, f"{script.name} did not write {figure}"
+    shown = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(shown) == len(FIGURES[name]), (
+        f"{script.name} shows {len(shown)} figures inline but saves {len(FIGURES[name])}: show each saved "
+        "figure once (fig.savefig(...), then plt.show())"
+    )
+    probe = json.loads(nb.cells[-1].outputs[0]["text"])
+    assert "inline" in probe["backend"], f"the kernel ran with {probe['backend']!r}, not the inline backend"
+    assert probe["open_figures"] == 0, f"{script.name} leaves {probe['open_figures']} figures open"
