@@ -176,13 +176,11 @@ def _train(args):
 
 
 def _print_header(trainer, resume):
-    from .nn.heads import get_head  # noqa: PLC0415
-    from .train import head_options  # noqa: PLC0415
+    from .train import model_label  # noqa: PLC0415
 
     c, plan = trainer.config, trainer.plan
-    what = f"{c.arch} + {get_head(c.head).display_name(head_options(c))}"
     print(
-        f"{'resuming' if resume else 'training'} {what} on {c.dataset} ({len(trainer.train_set)} train / "
+        f"{'resuming' if resume else 'training'} {model_label(c)} on {c.dataset} ({len(trainer.train_set)} train / "
         f"{len(trainer.val_set)} val images, {trainer.num_classes} classes), "
         f"{trainer.model.num_parameters():,} parameters, {c.backend}/{c.dtype}",
         flush=True,

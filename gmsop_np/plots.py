@@ -23,7 +23,6 @@ for code that draws with pyplot, such as ``experiments.figure2``.)
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from typing import NamedTuple
@@ -117,25 +116,16 @@ def read_run_info(run_dir):
     The run name is the folder's name; the rest comes from ``config.json`` (written by
     ``gmsop train``), or is "unknown" without one.
     """
+    from .train.rundir import RunDirectory  # noqa: PLC0415
+
     name = os.path.basename(os.path.normpath(run_dir))
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
+    directory = RunDirectory(run_dir)
+    if not os.path.isfile(directory.file("config.json")):
         return RunInfo(name, "unknown model", "unknown data", None)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            stored = json.load(handle)
-        options, derived = stored["options"], stored.get("derived", {})
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is not a config.json written by gmsop train ({exc!r}): is it damaged?") from None
-    return RunInfo(name, _model_label(options), options.get("dataset", "unknown data"), derived.get("num_classes"))
-
-
-def _model_label(options):
-    """'tiny + gmsop-16-8': the backbone, the head and, for gated mixtures, N-K (as ``gmsop train`` prints)."""
-    label = f"{options.get('arch', '?')} + {options.get('head', '?')}"
-    if options.get("head") in ("gmsop", "gmgap"):  # the heads' defaults: N = 16, K = 8
-        label += f"-{options.get('num_components') or 16}-{options.get('k') or 8}"
-    return label
+    stored = directory.read_config()
+    options, derived = stored["options"], stored["derived"]
+    model = derived.get("model") or f"{options.get('arch', '?')} + {options.get('head', '?')}"
+    return RunInfo(name, model, options.get("dataset", "unknown data"), derived.get("num_classes"))
 
 
 # ----- the figures ------------------------------------------------------------------------------------
@@ -196,7 +186,7 @@ def plot_usage_bars(ax, counts, title, subtitle=None):
     usage.csv). The title is ``title`` with the counts' coefficient of variation, then
     ``subtitle`` on a second line.
     """
-    from .train import usage_cv  # noqa: PLC0415  (one definition of the CV)
+    from .nn.mixture import usage_cv  # noqa: PLC0415  (one definition of the CV)
 
     counts = np.asarray(counts, dtype=float)
     components = np.arange(len(counts))

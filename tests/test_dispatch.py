@@ -124,8 +124,11 @@ def _linear_components(weights):
 def test_sparse_mixture_backward_and_equals_dense_eq8(problem, data):
     w, idx, n = problem
     b = w.shape[0]
-    x = data.draw(arrays((b, 3)))
-    Ws = [data.draw(arrays((3, 2))) for _ in range(n)]
+    # Values in [-1, 1] keep the exp tail's argument within [-3, 3]: with [-2, 2] the outputs reach
+    # e^12 and the central difference of <u, f> (rounding error ~ |f| * 1e-16 / 1e-6 = 2e-5) can no
+    # longer resolve a gradient entry of order 1 -- a conditioning limit of the check, not of the code.
+    x = data.draw(arrays((b, 3), -1.0, 1.0))
+    Ws = [data.draw(arrays((3, 2), -1.0, 1.0)) for _ in range(n)]
     tail = F.exp  # a parameter-free tail, run once on all rows
 
     def sparse(xx, ww, *W):

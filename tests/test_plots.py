@@ -22,7 +22,7 @@ from gmsop_np.plots import plot_run, read_metrics, run_figures  # noqa: E402
 from gmsop_np.train import METRIC_COLUMNS  # noqa: E402
 
 RUN_NAME = "demo-run"
-MODEL = "tiny + gmsop-4-2"
+MODEL = "tiny + GM-SOP-4-2"
 USAGE = [[1, 30, 10, 0, 20, 5, 15], [2, 12, 14, 9, 11, 20, 14]]  # epoch, then components 0..5
 
 
@@ -44,7 +44,7 @@ def make_run(tmp_path, epochs=3, num_classes=10, top5_cell=lambda value: value, 
     run.mkdir()
     if config:
         options = {"arch": "tiny", "head": "gmsop", "num_components": 4, "k": 2, "dataset": "textures"}
-        (run / "config.json").write_text(json.dumps({"options": options, "derived": {"num_classes": num_classes}}))
+        (run / "config.json").write_text(json.dumps({"options": options, "derived": {"num_classes": num_classes, "model": MODEL}}))
     rows = _metrics_rows(epochs, num_classes, top5_cell)
     with open(run / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)

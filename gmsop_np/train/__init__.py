@@ -20,7 +20,7 @@ split by concern:
 from .build import Run, build_network, build_run, make_dataset, make_run_loader
 from .evaluation import evaluate, evaluate_checkpoint
 from .loop import NonFiniteLossError, Trainer
-from .options import RESUMABLE, Plan, TrainConfig, head_options, resolve, scale_schedule
+from .options import RESUMABLE, Plan, TrainConfig, head_options, model_label, resolve, scale_schedule
 from .rundir import METRIC_COLUMNS, TIMING_COLUMNS, RunDirectory
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "resolve",
     "scale_schedule",
     "head_options",
+    "model_label",
     "RESUMABLE",
     "Run",
     "build_run",

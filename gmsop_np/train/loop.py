@@ -29,7 +29,7 @@ from ..nn.mixture import usage_cv
 from ..optim import SGD, MultiStepLR
 from .build import build_run, make_run_loader
 from .evaluation import evaluate
-from .options import RESUMABLE, TrainConfig
+from .options import RESUMABLE, TrainConfig, model_label
 from .rundir import RunDirectory, fresh_run_path
 
 __all__ = ["Trainer", "NonFiniteLossError", "forward_objective", "update"]
@@ -152,6 +152,7 @@ class Trainer:
 
     def _derived(self) -> dict:
         return {
+            "model": model_label(self.config),
             **self.plan.to_dict(),
             "num_classes": self.num_classes,
             "input_size": self.run.input_size,

@@ -31,7 +31,17 @@ from ..models import ARCHS
 from ..nn.heads import HEADS, get_head
 from ..presets import PRESETS, get_preset
 
-__all__ = ["TrainConfig", "Plan", "resolve", "scale_schedule", "head_options", "RESUMABLE", "DTYPES", "option"]
+__all__ = [
+    "TrainConfig",
+    "Plan",
+    "resolve",
+    "scale_schedule",
+    "head_options",
+    "model_label",
+    "RESUMABLE",
+    "DTYPES",
+    "option",
+]
 
 DTYPES = ("float32", "float64")
 
@@ -200,6 +210,11 @@ def head_options(config: TrainConfig) -> dict:
     if clash:
         raise ValueError(f"{', '.join(clash)} given twice: as a flag and as --head-arg; give it once")
     return {**options, **config.head_options}
+
+
+def model_label(config: TrainConfig) -> str:
+    """The network in the paper's words: ``"tiny + GM-SOP-16-8"`` (backbone + the head's label)."""
+    return f"{config.arch} + {get_head(config.head).display_name(head_options(config))}"
 
 
 def scale_schedule(stages, epochs: int) -> list:
