@@ -44,7 +44,9 @@ def make_run(tmp_path, epochs=3, num_classes=10, top5_cell=lambda value: value, 
     run.mkdir()
     if config:
         options = {"arch": "tiny", "head": "gmsop", "num_components": 4, "k": 2, "dataset": "textures"}
-        (run / "config.json").write_text(json.dumps({"options": options, "derived": {"num_classes": num_classes, "model": MODEL}}))
+        (run / "config.json").write_text(
+            json.dumps({"options": options, "derived": {"num_classes": num_classes, "model": MODEL}})
+        )
     rows = _metrics_rows(epochs, num_classes, top5_cell)
     with open(run / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
