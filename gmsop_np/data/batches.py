@@ -32,7 +32,7 @@ def read_pickled_dict(path: str, keys) -> dict:
             # "bytes": Python 2 strings stay bytes (the only safe choice for the pickled NumPy arrays);
             # a Python 3 pickle is unaffected.
             content = pickle.load(handle, encoding="bytes")
-    except (EOFError, pickle.UnpicklingError, ValueError, OSError, AttributeError, IndexError) as exc:
+    except (EOFError, pickle.UnpicklingError, ValueError, OSError, AttributeError, IndexError, ImportError) as exc:
         raise DataFormatError(
             f"{path}: cannot read the file, it is truncated or corrupt "
             f"({type(exc).__name__}: {exc}). Download it again."
