@@ -34,6 +34,12 @@ Last-stage stride: ``get_preset(preset).sop_last_stage_stride`` when the head
 is second-order (``HEADS[head].second_order``), else 2. So the "paper" preset
 gives an 8×8 map for every head and the "official" preset keeps 16×16 for SOP
 heads, as the MatConvNet release does. Places365 uses 96×96 crops (12×12 map).
+
+Inputs smaller than 64×64 (documented choice): with the paper's strides a 32×32 image
+(CIFAR, ImageNet32, the built-in datasets) would end in a 4×4 map -- 16 positions for a
+128-d covariance, too few for second-order pooling. So for inputs below 64 the last
+stage keeps its resolution for every head (stride 1): 32×32 ends in 8×8, the map the
+paper's networks see at 64×64, and first- and second-order heads still see the same map.
 """
 
 from __future__ import annotations
@@ -129,6 +135,8 @@ class ResNet(Module):
         spec, preset = get_head(head), get_preset(preset)
         rng = np.random.default_rng(seed)
         last_stride = preset.sop_last_stage_stride if spec.second_order else 2
+        if input_size < 64:  # small inputs (32x32 CIFAR, ImageNet32, the built-in sets): see the module docstring
+            last_stride = 1
         strides = (1, 2, 2, last_stride)
 
         self.head_name, self.preset, self.input_size, self.in_channels = head, preset, int(input_size), in_channels

@@ -168,3 +168,16 @@ def test_tiny_network_learns_and_is_reproducible():
     print(f"\ntoy losses: first {losses[0]:.4f}, last {losses[-1]:.5f}, factor {losses[0] / losses[-1]:.0f}")
     assert losses[-1] < losses[0] / 20  # falls by more than 20x in 20 steps
     assert _train_toy() == losses  # same seed: bit-identical losses (NumPy)
+
+
+@pytest.mark.parametrize("head", ["gap", "srsop", "gmsop"])
+@pytest.mark.parametrize("preset", ["paper", "official"])
+def test_small_inputs_keep_an_8x8_map_for_every_head(head, preset):
+    """32x32 inputs (CIFAR, ImageNet32, the built-in sets): no stride in the last stage, so the
+    head sees 8x8 positions as the paper's networks do at 64x64 (a 4x4 map is too small for a covariance)."""
+    model = build_model("tiny", head, num_classes=4, input_size=32, preset=preset)
+    assert model.feature_map_size == 8
+    assert build_model("tiny", head, num_classes=4, input_size=16, preset=preset).feature_map_size == 4
+    x = gs.Tensor(np.zeros((2, 3, 32, 32), np.float32))
+    with gs.no_grad():
+        assert model.eval().features(x).shape[2:] == (8, 8)

@@ -1,14 +1,21 @@
 """Datasets and loaders for the training application.
 
-=============  ==========================================================  =========
-name           what                                                         needs
-=============  ==========================================================  =========
-``textures``   built-in, generated from a seed; 4 classes that differ only  nothing
-               in channel correlations (``gmsop_np/data/textures.py``)
-``digits``     scikit-learn's 8x8 digits, upsampled, 3 channels             ``[data]``
-``imagenet64`` downsampled ImageNet 64x64 (Chrabaszcz et al. 2017)          the files
-``places365``  Places365-Standard, resized to 100x100, 96x96 crops          files, ``[data]``
-=============  ==========================================================  =========
+==============  ==========================================================  =========
+name            what                                                        needs
+==============  ==========================================================  =========
+``textures``    built-in, generated from a seed; 4 classes that differ only  nothing
+                in channel correlations (``gmsop_np/data/textures.py``)
+``multimodal``  built-in; 4 second-order classes, each a mixture of two      nothing
+                covariance patterns (``gmsop_np/data/multimodal.py``)
+``hues``        built-in; 4 first-order classes, each a union of three       nothing
+                object hues (``gmsop_np/data/hues.py``)
+``digits``      scikit-learn's 8x8 digits, upsampled, 3 channels             ``[data]``
+``cifar10``     CIFAR-10, python version (``gmsop_np/data/cifar.py``)        the files
+``cifar100``    CIFAR-100, python version, fine labels                       the files
+``imagenet32``  downsampled ImageNet 32x32 (Chrabaszcz et al. 2017)          the files
+``imagenet64``  downsampled ImageNet 64x64, the paper's data set             the files
+``places365``   Places365-Standard, resized to 100x100, 96x96 crops          files, ``[data]``
+==============  ==========================================================  =========
 
 ``get_dataset(name, split, root)`` builds one; ``make_loader(dataset, ...)``
 wraps it in a ``DataLoader`` with the dataset's standard augmentation.
@@ -16,9 +23,12 @@ wraps it in a ``DataLoader`` with the dataset's standard augmentation.
 
 from __future__ import annotations
 
+from .cifar import CIFAR10, CIFAR100
 from .digits import Digits
-from .imagenet64 import ImageNet64, read_batch_file
+from .hues import Hues, hue_class_names, make_hues
+from .imagenet64 import DownsampledImageNet, ImageNet32, ImageNet64, read_batch_file
 from .loader import ArrayDataset, DataFormatError, DataLoader, augment_batch, normalize
+from .multimodal import MULTIMODAL_CLASS_AXES, Multimodal, make_multimodal, multimodal_class_names
 from .places365 import Places365, read_file_list
 from .textures import TEXTURE_CLASS_AXES, Textures, make_textures, texture_class_names
 
@@ -36,7 +46,18 @@ __all__ = [
     "make_textures",
     "texture_class_names",
     "TEXTURE_CLASS_AXES",
+    "Multimodal",
+    "make_multimodal",
+    "multimodal_class_names",
+    "MULTIMODAL_CLASS_AXES",
+    "Hues",
+    "make_hues",
+    "hue_class_names",
     "Digits",
+    "CIFAR10",
+    "CIFAR100",
+    "DownsampledImageNet",
+    "ImageNet32",
     "ImageNet64",
     "read_batch_file",
     "Places365",
@@ -45,19 +66,37 @@ __all__ = [
 
 # Per dataset: the input size the network sees, the standard augmentation and the training defaults.
 #   size: side of the network input; flip: random horizontal flip (training);
+#   pad: zero-pad and randomly crop back (training; the CIFAR recipe);
 #   crop: random crop in training / centre crop in evaluation (None: whole image);
+#   needs_root: read from files (--data-dir); generated: built from a seed, ``n`` images per split;
 #   epochs, batch_size, lr_scale: what `gmsop train` uses when not told. The small built-in
 #   sets get a short demo budget, batch 32 (more steps per epoch on a CPU) and half the
 #   paper's learning rate (the paper's rates were tuned for batch 256 and are unstable at 32);
 #   the real ones the paper's full schedule (epochs None) at batch 256.
+_DEMO = dict(batch_size=32, lr_scale=0.5)
+_PAPER = dict(epochs=None, batch_size=256, lr_scale=1.0)
 DATASETS = {
-    "textures": dict(size=32, flip=True, crop=None, needs_root=False, epochs=5, batch_size=32, lr_scale=0.5),
-    # a mirrored digit is not a digit: no flip
-    "digits": dict(size=32, flip=False, crop=None, needs_root=False, epochs=8, batch_size=32, lr_scale=0.5),
-    # the paper: flips only
-    "imagenet64": dict(size=64, flip=True, crop=None, needs_root=True, epochs=None, batch_size=256, lr_scale=1.0),
+    "textures": dict(size=32, flip=True, pad=0, crop=None, needs_root=False, generated=True, epochs=5, **_DEMO),
+    "multimodal": dict(size=32, flip=True, pad=0, crop=None, needs_root=False, generated=True, epochs=20, **_DEMO),
+    "hues": dict(size=32, flip=True, pad=0, crop=None, needs_root=False, generated=True, epochs=8, **_DEMO),
+    # a mirrored digit is not a digit
+    "digits": dict(size=32, flip=False, pad=0, crop=None, needs_root=False, generated=False, epochs=8, **_DEMO),
+    "cifar10": dict(size=32, flip=True, pad=4, crop=None, needs_root=True, generated=False, **_PAPER),
+    "cifar100": dict(size=32, flip=True, pad=4, crop=None, needs_root=True, generated=False, **_PAPER),
+    # downsampled ImageNet: flips only, as in the paper
+    "imagenet32": dict(size=32, flip=True, pad=0, crop=None, needs_root=True, generated=False, **_PAPER),
+    "imagenet64": dict(size=64, flip=True, pad=0, crop=None, needs_root=True, generated=False, **_PAPER),
     # 100x100 images, 96x96 crops
-    "places365": dict(size=96, flip=True, crop=96, needs_root=True, epochs=None, batch_size=256, lr_scale=1.0),
+    "places365": dict(size=96, flip=True, pad=0, crop=96, needs_root=True, generated=False, **_PAPER),
+}
+
+_GENERATED = {"textures": Textures, "multimodal": Multimodal, "hues": Hues}
+_READERS = {
+    "cifar10": CIFAR10,
+    "cifar100": CIFAR100,
+    "imagenet32": ImageNet32,
+    "imagenet64": ImageNet64,
+    "places365": Places365,
 }
 
 
@@ -71,9 +110,10 @@ def dataset_defaults(name: str) -> dict:
 def get_dataset(name: str, split: str = "train", root=None, *, seed: int = 0, size=None, n=None, **kwargs):
     """Build dataset ``name`` for ``split`` ('train' or 'val').
 
-    ``root`` is the data folder (imagenet64, places365); ``size`` the image side
-    for the generated / upsampled sets (textures, digits); ``n`` the number of
-    images for ``textures``; ``seed`` the generation / split seed.
+    ``root`` is the data folder (the file-based sets); ``size`` the image side
+    for the generated / upsampled sets (textures, multimodal, hues, digits);
+    ``n`` the number of images of a generated set; ``seed`` the generation /
+    split seed. Extra keyword arguments go to the dataset's constructor.
     """
     info = dataset_defaults(name)
     if info["needs_root"] and root is None:
@@ -81,20 +121,18 @@ def get_dataset(name: str, split: str = "train", root=None, *, seed: int = 0, si
             f"the {name!r} dataset is read from files: pass root= (gmsop train --data-dir DIR); "
             "see the README section 'Datasets' for the expected layout"
         )
-    if name == "textures":
-        return Textures(split, n=n, image_size=size or info["size"], seed=seed, **kwargs)
+    if info["generated"]:
+        return _GENERATED[name](split, n=n, image_size=size or info["size"], seed=seed, **kwargs)
     if name == "digits":
         return Digits(split, image_size=size or info["size"], seed=seed, **kwargs)
-    if name == "imagenet64":
-        return ImageNet64(root, split, **kwargs)
-    return Places365(root, split, **kwargs)
+    return _READERS[name](root, split, **kwargs)
 
 
 def make_loader(name: str, dataset, batch_size: int, *, train: bool, seed: int = 0, **kwargs):
     """A ``DataLoader`` with the standard augmentation of dataset ``name``.
 
-    Training: shuffled, flips (where the dataset allows), random crops, full
-    batches only. Evaluation: fixed order, centre crop, every image.
+    Training: shuffled, flips (where the dataset allows), pad-and-crop (CIFAR),
+    random crops, full batches only. Evaluation: fixed order, centre crop, every image.
     """
     info = dataset_defaults(name)
     options = dict(
@@ -102,6 +140,7 @@ def make_loader(name: str, dataset, batch_size: int, *, train: bool, seed: int =
         train=train,
         seed=seed,
         flip=info["flip"] and train,
+        pad=info["pad"],
         crop=info["crop"],
         drop_last=train and len(dataset) >= batch_size,
     )

@@ -1,25 +1,31 @@
-"""Downsampled ImageNet 64x64 (Chrabaszcz, Loshchilov & Hutter, 2017).
+"""Downsampled ImageNet, 64x64 and 32x32 (Chrabaszcz, Loshchilov & Hutter, 2017).
 
-Files (download "Imagenet64x64" from image-net.org and unpack into one folder)::
+Files (download "Imagenet64x64" or "Imagenet32x32" from image-net.org and unpack)::
 
-    <root>/train_data_batch_1 ... train_data_batch_10     (training, ~128k images each)
-    <root>/val_data                                       (50,000 validation images)
+    train_data_batch_1 ... train_data_batch_10     (training, ~128k images each)
+    val_data                                       (50,000 validation images)
+
+``root`` is the folder that holds these files, or the folder the archives were
+unpacked into: the reader also looks in the archives' own folders
+``Imagenet{s}_train/``, ``Imagenet{s}_train_part1/``, ``Imagenet{s}_train_part2/``
+and ``Imagenet{s}_val/`` (``s`` = 32 or 64).
 
 Each file is either a NumPy archive (``train_data_batch_1.npz``, keys
 ``data`` and ``labels``) or the original pickled dict (``train_data_batch_1``
 or ``.pkl``, keys ``data``, ``labels`` and optionally ``mean``). ``data`` holds
-one row of 12,288 uint8 per image, *channel-planar*: the 4,096 red values of
-the 64x64 image (row-major), then the green ones, then the blue ones -- so a
-row reshapes directly to (3, 64, 64). ``labels`` are 1..1000; we return 0..999.
+one row of ``3 s s`` uint8 per image (12,288 at 64x64, 3,072 at 32x32),
+*channel-planar*: the ``s x s`` red values (row-major), then the green ones,
+then the blue ones -- so a row reshapes directly to (3, s, s)
+(``gmsop_np/data/batches.py``). ``labels`` are 1..1000; we return 0..999.
 
-Memory: the whole training set is 1.28M x 12,288 bytes = 15.7 GB. Two ways
-to avoid holding it:
+Memory: the whole 64x64 training set is 1.28M x 12,288 bytes = 15.7 GB (32x32: 3.9 GB).
+Two ways to avoid holding it:
 
 * default, *file at a time*: a shuffled epoch visits the 10 batch files in a
   random order and the images of each file in a random order, so only one
-  file (~1.6 GB) is in memory (``epoch_order``). The shuffle is therefore
+  file (~1.6 GB at 64x64) is in memory (``epoch_order``). The shuffle is therefore
   "block-wise", which is what the reference Lasagne/Theano code did too.
-* ``cache_dir=...``: convert once to a ``.npy`` file of shape (N, 3, 64, 64)
+* ``cache_dir=...``: convert once to a ``.npy`` file of shape (N, 3, s, s)
   that is memory-mapped (the OS pages images in on demand); the epoch is then
   a full random permutation.
 
@@ -29,14 +35,22 @@ A pickle can execute code when it is loaded: only open files you downloaded your
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 
 import numpy as np
 
+from .batches import check_labels, read_pickled_dict, rows_to_images
 from .loader import DataFormatError
 
-__all__ = ["ImageNet64", "read_batch_file", "find_batch_file", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "DownsampledImageNet",
+    "ImageNet64",
+    "ImageNet32",
+    "read_batch_file",
+    "find_batch_file",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
 
 # The usual ImageNet channel statistics, in 0..255 units.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -44,45 +58,47 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 NUM_CLASSES = 1000
 
 
-def find_batch_file(root: str, base: str) -> str:
-    """The path of ``base`` in ``root``: ``base.npz``, ``base`` (pickle) or ``base.pkl``."""
-    for name in (base + ".npz", base, base + ".pkl", base + ".pickle"):
-        path = os.path.join(root, name)
-        if os.path.isfile(path):
-            return path
+def _search_folders(root: str, image_size: int):
+    """``root`` itself, then the folders the image-net.org archives unpack into."""
+    prefix = f"Imagenet{image_size}"
+    subfolders = (f"{prefix}_train", f"{prefix}_train_part1", f"{prefix}_train_part2", f"{prefix}_val")
+    return [root] + [os.path.join(root, sub) for sub in subfolders]
+
+
+def find_batch_file(root: str, base: str, image_size: int = 64) -> str:
+    """The path of ``base`` (``base.npz``, ``base`` (pickle) or ``base.pkl``) in ``root`` or its archive folders."""
+    folders = _search_folders(root, image_size)
+    for folder in folders:
+        for name in (base + ".npz", base, base + ".pkl", base + ".pickle"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+    searched = ", ".join(repr(f) for f in folders)
     raise FileNotFoundError(
-        f"downsampled ImageNet: no file {base}.npz, {base} or {base}.pkl in {root!r}. "
-        "Download Imagenet64x64 (train_data_batch_1..10 and val_data) from image-net.org "
+        f"downsampled ImageNet {image_size}x{image_size}: no file {base}.npz, {base} or {base}.pkl in {searched}. "
+        f"Download Imagenet{image_size}x{image_size} (train_data_batch_1..10 and val_data) from image-net.org "
         "and unpack it there, or pass --data-dir"
     )
 
 
 def _read_raw(path: str, labels_only: bool = False):
     """The 'data' and 'labels' entries of a batch file (npz or pickle); clear errors."""
+    if not path.endswith(".npz"):
+        content = read_pickled_dict(path, ("data", "labels"))
+        return content["data"], np.asarray(content["labels"])
     try:
-        if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as archive:
-                missing = [k for k in ("data", "labels") if k not in archive.files]
-                if missing:
-                    raise DataFormatError(
-                        f"{path}: the archive has no {missing} entry "
-                        f"(found {archive.files}); expected keys 'data' and 'labels'"
-                    )
-                labels = archive["labels"]
-                data = None if labels_only else archive["data"]
-        else:
-            with open(path, "rb") as handle:
-                content = pickle.load(handle)
-            if not isinstance(content, dict) or "data" not in content or "labels" not in content:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in ("data", "labels") if k not in archive.files]
+            if missing:
                 raise DataFormatError(
-                    f"{path}: expected a pickled dict with keys 'data' and 'labels', "
-                    f"got {type(content).__name__}"
-                    + (f" with keys {sorted(content)}" if isinstance(content, dict) else "")
+                    f"{path}: the archive has no {missing} entry "
+                    f"(found {archive.files}); expected keys 'data' and 'labels'"
                 )
-            data, labels = content["data"], content["labels"]
+            labels = archive["labels"]
+            data = None if labels_only else archive["data"]
     except DataFormatError:
         raise
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, OSError, KeyError) as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as exc:
         raise DataFormatError(
             f"{path}: cannot read the file, it is truncated or corrupt "
             f"({type(exc).__name__}: {exc}). Download it again."
@@ -91,46 +107,25 @@ def _read_raw(path: str, labels_only: bool = False):
 
 
 def _check_labels(path: str, labels, n_rows=None):
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise DataFormatError(f"{path}: 'labels' must be a 1-D list, got shape {labels.shape}")
-    if n_rows is not None and len(labels) != n_rows:
-        raise DataFormatError(f"{path}: {n_rows} image rows but {len(labels)} labels")
-    if labels.dtype.kind not in "iu":
-        raise DataFormatError(f"{path}: labels must be integers, got dtype {labels.dtype}")
-    if labels.size and (labels.min() < 1 or labels.max() > NUM_CLASSES):
-        bad = labels[(labels < 1) | (labels > NUM_CLASSES)]
-        raise DataFormatError(
-            f"{path}: labels must lie in 1..{NUM_CLASSES} (the downsampled-ImageNet "
-            f"convention), found {bad.size} outside, e.g. {bad[0]}"
-        )
-    return labels.astype(np.int64) - 1
+    """Labels 1..1000 (the downsampled-ImageNet convention) -> int64 0..999."""
+    return check_labels(path, labels, first=1, num_classes=NUM_CLASSES, n_rows=n_rows)
 
 
 def read_batch_file(path: str, image_size: int = 64):
     """One batch file as (images uint8 (n, 3, s, s), labels int64 0..999), validated."""
     data, labels = _read_raw(path)
-    data = np.asarray(data)
-    row = 3 * image_size * image_size
-    if data.ndim != 2 or data.shape[1] != row:
-        raise DataFormatError(
-            f"{path}: 'data' must have rows of {row} values (3 x {image_size} x "
-            f"{image_size}, channel-planar), got shape {data.shape}"
-        )
-    if data.dtype != np.uint8:
-        raise DataFormatError(f"{path}: 'data' must be uint8, got {data.dtype}")
-    labels = _check_labels(path, labels, n_rows=len(data))
-    return data.reshape(len(data), 3, image_size, image_size), labels
+    images = rows_to_images(path, data, image_size)
+    return images, _check_labels(path, labels, n_rows=len(images))
 
 
-class ImageNet64:
+class DownsampledImageNet:
     """Downsampled ImageNet as a dataset for ``DataLoader`` (see the module docstring).
 
     Parameters
     ----------
     root : folder with ``train_data_batch_1..10`` and ``val_data``
     split : ``"train"`` or ``"val"``
-    image_size : 64 (also works for the 32x32 and 16x16 variants)
+    image_size : 64 or 32 (the side of the published images; 16 and 8 work too)
     cache_dir : when given, convert once to memory-mapped ``.npy`` files there
     train_files : how many training batch files to use (1..10; fewer for quick runs)
     """
@@ -141,13 +136,13 @@ class ImageNet64:
 
     def __init__(self, root: str, split: str = "train", image_size: int = 64, cache_dir=None, train_files: int = 10):
         if split not in ("train", "val"):
-            raise ValueError(f"imagenet64 has splits ['train', 'val'], not {split!r}")
+            raise ValueError(f"imagenet{image_size} has splits ['train', 'val'], not {split!r}")
         if not 1 <= train_files <= 10:
             raise ValueError(f"train_files must be 1..10, got {train_files}")
         self.root, self.split, self.image_size = root, split, image_size
-        self.name = f"imagenet64/{split}"
+        self.name = f"imagenet{image_size}/{split}"
         bases = [f"train_data_batch_{i}" for i in range(1, train_files + 1)] if split == "train" else ["val_data"]
-        self.files = [find_batch_file(root, b) for b in bases]
+        self.files = [find_batch_file(root, b, image_size) for b in bases]
         # Read only the labels now (cheap for .npz; a pickle must be read whole).
         per_file = [_check_labels(p, _read_raw(p, labels_only=True)[1]) for p in self.files]
         self.labels = np.concatenate(per_file)
@@ -216,4 +211,17 @@ class ImageNet64:
         return cached
 
     def __repr__(self):
-        return f"ImageNet64({self.root!r}, split={self.split!r}, n={len(self)}, files={len(self.files)})"
+        return (
+            f"DownsampledImageNet({self.root!r}, split={self.split!r}, image_size={self.image_size}, "
+            f"n={len(self)}, files={len(self.files)})"
+        )
+
+
+def ImageNet64(root: str, split: str = "train", **kwargs) -> DownsampledImageNet:
+    """Downsampled ImageNet 64x64, the paper's data set (rows of 12,288 values)."""
+    return DownsampledImageNet(root, split, image_size=64, **kwargs)
+
+
+def ImageNet32(root: str, split: str = "train", **kwargs) -> DownsampledImageNet:
+    """Downsampled ImageNet 32x32 (rows of 3,072 values; the same files otherwise)."""
+    return DownsampledImageNet(root, split, image_size=32, **kwargs)

@@ -53,6 +53,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .synthetic import balanced_labels, generated_split, half_plane_masks, texture_noise, to_uint8
+
 __all__ = ["make_textures", "Textures", "TEXTURE_CLASS_AXES", "texture_class_names"]
 
 # The four class colour axes: the diagonals of the RGB cube (unit length).
@@ -67,41 +69,6 @@ def texture_class_names():
         down = "".join(c for c, a in zip("RGB", axis) if a < 0)
         names.append(f"{up}+" + (f"/{down}-" if down else ""))
     return names
-
-
-def _gaussian_kernel_1d(sigma: float) -> np.ndarray:
-    radius = max(1, int(np.ceil(2.5 * sigma)))
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
-    return k / np.sqrt(np.sum(k**2))  # unit energy: blurred white noise keeps variance 1
-
-
-def _blur_periodic(noise: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of (..., H, W) white noise with wrap-around borders.
-
-    The kernel has unit energy, so each output pixel still has variance 1
-    (the texture looks the same everywhere, including at the borders).
-    """
-    k = _gaussian_kernel_1d(sigma).astype(noise.dtype)
-    radius = len(k) // 2
-    out = np.zeros_like(noise)
-    for offset, weight in zip(range(-radius, radius + 1), k):  # loop over taps, not pixels
-        out += weight * np.roll(noise, offset, axis=-1)
-    result = np.zeros_like(noise)
-    for offset, weight in zip(range(-radius, radius + 1), k):
-        result += weight * np.roll(out, offset, axis=-2)
-    return result
-
-
-def _region_masks(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """(n, size, size) booleans: True on region 1, split by a random straight line."""
-    angle = rng.uniform(0.0, 2.0 * np.pi, size=n)
-    # Offset of the line from the centre, in pixels: region fractions ~30-70 %.
-    offset = rng.uniform(-0.2, 0.2, size=n) * size
-    coord = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    yy, xx = np.meshgrid(coord, coord, indexing="ij")
-    signed_distance = np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy - offset[:, None, None]
-    return signed_distance > 0
 
 
 def make_textures(
@@ -137,9 +104,9 @@ def make_textures(
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
     rng = np.random.default_rng(seed)
     num_classes = len(TEXTURE_CLASS_AXES)
-    labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
+    labels = balanced_labels(rng, n, num_classes)
 
-    in_region1 = _region_masks(rng, n, image_size)  # (n, H, W)
+    in_region1 = half_plane_masks(rng, n, image_size)  # (n, H, W)
     sign = rng.choice([-1.0, 1.0], size=n)  # which region gets +v
     half_step = 0.5 * delta * sign[:, None] * TEXTURE_CLASS_AXES[labels]  # (n, 3)
     offset = rng.normal(0.0, offset_std, size=(n, 3))  # s, shared by both regions
@@ -147,11 +114,8 @@ def make_textures(
 
     mask = in_region1[:, None, :, :]  # (n, 1, H, W)
     images = np.where(mask, colour1[:, :, None, None], colour2[:, :, None, None])
-    noise = rng.standard_normal(size=(n, 3, image_size, image_size), dtype=np.float32)
-    images = images + noise_std * _blur_periodic(noise, blur)
-
-    pixels = np.clip(np.rint(128.0 + 32.0 * images), 0, 255).astype(np.uint8)
-    return pixels, labels
+    images = images + noise_std * texture_noise(rng, n, image_size, blur)
+    return to_uint8(images), labels
 
 
 def Textures(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0, **kwargs):
@@ -160,21 +124,18 @@ def Textures(split: str = "train", n: int | None = None, image_size: int = 32, s
     ``split`` is ``"train"`` (default 3000 images) or ``"val"`` (default 1000);
     the two splits are drawn from different seeds (``[seed, 0]`` and ``[seed, 1]``),
     so they never share an image. Extra keyword arguments go to ``make_textures``.
+    Normalised with the analytic statistics (mean 128, std 45), the same for both splits.
     """
-    from .loader import ArrayDataset  # noqa: PLC0415  (avoid an import cycle)
-
-    splits = {"train": (0, 3000), "val": (1, 1000)}
-    if split not in splits:
-        raise ValueError(f"textures has splits {sorted(splits)}, not {split!r}")
-    split_id, default_n = splits[split]
-    images, labels = make_textures(default_n if n is None else n, image_size, seed=[seed, split_id], **kwargs)
-    # Normalise with the analytic statistics (same for both splits, no leakage).
-    return ArrayDataset(
-        images,
-        labels,
-        num_classes=len(TEXTURE_CLASS_AXES),
-        mean=[128.0] * 3,
-        std=[45.0] * 3,
-        name=f"textures/{split}",
+    sizes = {"train": 3000, "val": 1000}
+    return generated_split(
+        make_textures,
+        "textures",
+        split,
+        n,
+        sizes,
+        image_size,
+        seed,
+        std=45.0,
         class_names=texture_class_names(),
+        **kwargs,
     )
