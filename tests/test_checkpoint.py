@@ -115,9 +115,9 @@ def test_wrong_model_or_missing_parts(tmp_path):
     path = save_checkpoint(tmp_path / "ck.npz", model)  # model only
     with pytest.raises(CheckpointError, match="no optimizer state"):
         load_checkpoint(path, model, opt)
-    wider = ResNet((1, 1, 1, 1), (4, 4, 8, 16), num_classes=3, input_size=8)
-    with pytest.raises(ValueError, match="shape mismatch.*stages.3"):
-        load_checkpoint(path, wider)
+    more_classes = ResNet((1, 1, 1, 1), (4, 4, 8, 8), num_classes=5, input_size=8)
+    with pytest.raises(ValueError, match=r"shape mismatch for head\.fc\.W: checkpoint \(3, 8\) vs model \(5, 8\)"):
+        load_checkpoint(path, more_classes)
     deeper = ResNet((1, 1, 1, 2), (4, 4, 8, 8), num_classes=3, input_size=8)
     with pytest.raises(KeyError, match="missing keys.*stages.3.1"):
         load_checkpoint(path, deeper)

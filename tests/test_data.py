@@ -20,10 +20,10 @@ from gmsop_np.data import (
     ArrayDataset,
     DataFormatError,
     DataLoader,
-    ImageNet64,
     Places365,
     augment_batch,
     get_dataset,
+    load_imagenet64,
     make_loader,
     make_textures,
 )
@@ -249,7 +249,7 @@ def imagenet_dir(tmp_path):
 
 def test_imagenet64_reads_both_formats_channel_planar(imagenet_dir):
     root, data, labels = imagenet_dir
-    ds = ImageNet64(str(root), "train", train_files=2)
+    ds = load_imagenet64(str(root), "train", train_files=2)
     assert len(ds) == 9 and ds.num_classes == 1000
     images, got = ds.load(np.arange(9))
     assert images.shape == (9, 3, 64, 64) and images.dtype == np.uint8
@@ -261,18 +261,18 @@ def test_imagenet64_reads_both_formats_channel_planar(imagenet_dir):
     assert sorted(order) == list(range(9))
     in_first = order < 5
     assert np.sum(in_first[1:] != in_first[:-1]) == 1
-    val = ImageNet64(str(root), "val")
+    val = load_imagenet64(str(root), "val")
     assert len(val) == 3 and val.load([2])[1][0] == 29
 
 
 def test_imagenet64_memmap_cache_matches(imagenet_dir, tmp_path):
     root, data, labels = imagenet_dir
-    direct = ImageNet64(str(root), "train", train_files=2)
-    cached = ImageNet64(str(root), "train", train_files=2, cache_dir=str(tmp_path / "cache"))
+    direct = load_imagenet64(str(root), "train", train_files=2)
+    cached = load_imagenet64(str(root), "train", train_files=2, cache_dir=str(tmp_path / "cache"))
     idx = np.array([8, 0, 5, 3])
     np.testing.assert_array_equal(cached.load(idx)[0], direct.load(idx)[0])
     assert isinstance(cached._memmap, np.memmap)
-    again = ImageNet64(str(root), "train", train_files=2, cache_dir=str(tmp_path / "cache"))  # reuses the cache
+    again = load_imagenet64(str(root), "train", train_files=2, cache_dir=str(tmp_path / "cache"))  # reuses the cache
     np.testing.assert_array_equal(again.load(idx)[0], direct.load(idx)[0])
 
 
@@ -324,14 +324,14 @@ def test_imagenet64_malformed_files_name_file_and_problem(tmp_path, problem):
         "not_a_dict": "pickled dict",
     }[problem]
     with pytest.raises(DataFormatError) as info:
-        ds = ImageNet64(str(tmp_path), "val")
+        ds = load_imagenet64(str(tmp_path), "val")
         ds.load(np.arange(len(ds)))
     assert str(path) in str(info.value) and expected in str(info.value)
 
 
 def test_imagenet64_missing_file_and_root(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_data_batch_1"):
-        ImageNet64(str(tmp_path), "train")
+        load_imagenet64(str(tmp_path), "train")
     with pytest.raises(ValueError, match="--data-dir"):
         get_dataset("imagenet64", "train")
 

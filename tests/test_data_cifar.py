@@ -14,7 +14,7 @@ import struct
 import numpy as np
 import pytest
 
-from gmsop_np.data import CIFAR10, CIFAR100, DataFormatError, ImageNet32, get_dataset, make_loader
+from gmsop_np.data import DataFormatError, get_dataset, load_cifar10, load_cifar100, load_imagenet32, make_loader
 
 
 # ----- a Python 2 pickle writer (protocol 2), for the subset of types CIFAR uses ---------------------
@@ -98,7 +98,7 @@ def cifar10_dir(tmp_path):
 def test_cifar10_reads_the_published_layout_channel_planar(cifar10_dir, where):
     parent, rows, labels, test_rows = cifar10_dir
     root = parent / "cifar-10-batches-py" if where == "folder" else parent
-    train = CIFAR10(str(root), "train")
+    train = load_cifar10(str(root), "train")
     assert len(train) == 15 and train.num_classes == 10 and train.image_shape == (3, 32, 32)
     assert train.images.dtype == np.uint8
     np.testing.assert_array_equal(train.labels, labels)  # batches in order 1..5
@@ -106,7 +106,7 @@ def test_cifar10_reads_the_published_layout_channel_planar(cifar10_dir, where):
     np.testing.assert_array_equal(train.images[:, 1, 0, :], rows[:, 1024:1056])  # green, first image row
     np.testing.assert_array_equal(train.images[:, 2, 31, 31], rows[:, -1])  # blue, bottom right
     assert train.class_names[0] == "airplane" and train.class_names[9] == "truck"
-    val = CIFAR10(str(root), "val")  # the published test set
+    val = load_cifar10(str(root), "val")  # the published test set
     np.testing.assert_array_equal(val.labels, [0, 9])
     np.testing.assert_array_equal(val.images.reshape(2, -1), test_rows)
     np.testing.assert_array_equal(val.mean, train.mean)  # training-set statistics for both splits
@@ -124,13 +124,13 @@ def test_cifar10_registry_and_augmentation(cifar10_dir):
     with pytest.raises(ValueError, match="--data-dir"):
         get_dataset("cifar10", "train")
     with pytest.raises(ValueError, match="splits"):
-        CIFAR10(str(parent), "test")
+        load_cifar10(str(parent), "test")
 
 
 def test_cifar10_without_meta_has_no_class_names(cifar10_dir):
     parent, *_ = cifar10_dir
     (parent / "cifar-10-batches-py" / "batches.meta").unlink()
-    assert CIFAR10(str(parent), "val").class_names is None
+    assert load_cifar10(str(parent), "val").class_names is None
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_cifar10_malformed_batch_names_file_and_problem(cifar10_dir, problem, ex
         raw = path.read_bytes()
         path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DataFormatError) as info:
-        CIFAR10(str(parent), "train")
+        load_cifar10(str(parent), "train")
     assert str(path) in str(info.value) and expected in str(info.value), str(info.value)
 
 
@@ -181,13 +181,13 @@ def test_cifar10_missing_files_describe_the_layout(cifar10_dir, tmp_path_factory
     parent, *_ = cifar10_dir
     empty = tmp_path_factory.mktemp("empty")
     with pytest.raises(FileNotFoundError) as info:
-        CIFAR10(str(empty), "train")
+        load_cifar10(str(empty), "train")
     message = str(info.value)
     assert "cifar-10-batches-py" in message and "data_batch_1" in message and "test_batch" in message
     assert "cifar-10-python.tar.gz" in message
     (parent / "cifar-10-batches-py" / "test_batch").unlink()
     with pytest.raises(FileNotFoundError, match="test_batch.*is missing"):
-        CIFAR10(str(parent), "val")
+        load_cifar10(str(parent), "val")
 
 
 # ----- CIFAR-100 --------------------------------------------------------------------------------------
@@ -210,18 +210,18 @@ def cifar100_dir(tmp_path):
 
 def test_cifar100_fine_and_coarse_labels(cifar100_dir):
     parent, rows, fine, coarse = cifar100_dir
-    train = CIFAR100(str(parent), "train")
+    train = load_cifar100(str(parent), "train")
     assert train.num_classes == 100 and len(train) == 4
     np.testing.assert_array_equal(train.labels, fine)
     np.testing.assert_array_equal(train.images.reshape(4, -1), rows)
     assert train.class_names[99] == "fine99"
-    coarse_set = CIFAR100(str(parent / "cifar-100-python"), "train", labels="coarse")
+    coarse_set = load_cifar100(str(parent / "cifar-100-python"), "train", labels="coarse")
     assert coarse_set.num_classes == 20 and coarse_set.class_names[19] == "coarse19"
     np.testing.assert_array_equal(coarse_set.labels, coarse)
     val = get_dataset("cifar100", "val", root=str(parent))
     np.testing.assert_array_equal(val.labels, [5, 6])
     with pytest.raises(ValueError, match="'fine'"):
-        CIFAR100(str(parent), "train", labels="super")
+        load_cifar100(str(parent), "train", labels="super")
 
 
 @pytest.mark.parametrize("key, value, expected", [(b"fine_labels", 100, "0..99"), (b"coarse_labels", 20, "0..19")])
@@ -233,7 +233,7 @@ def test_cifar100_labels_out_of_range_name_file_and_key(cifar100_dir, key, value
     _write(path, batch)
     kind = key.decode().split("_")[0]
     with pytest.raises(DataFormatError) as info:
-        CIFAR100(str(parent), "train", labels=kind)
+        load_cifar100(str(parent), "train", labels=kind)
     assert str(path) in str(info.value) and expected in str(info.value) and key.decode() in str(info.value)
 
 
@@ -254,7 +254,7 @@ def imagenet32_dir(tmp_path):
 
 def test_imagenet32_reads_the_unpacked_archives(imagenet32_dir):
     root, rows, val_rows = imagenet32_dir
-    train = ImageNet32(str(root), "train", train_files=2)
+    train = load_imagenet32(str(root), "train", train_files=2)
     assert len(train) == 5 and train.image_shape == (3, 32, 32) and train.name == "imagenet32/train"
     images, labels = train.load(np.arange(5))
     np.testing.assert_array_equal(labels, [0, 499, 999, 1, 2])  # 1..1000 -> 0..999
@@ -269,10 +269,10 @@ def test_imagenet32_wrong_row_length_and_missing_files(imagenet32_dir, tmp_path_
     bad = root / "Imagenet32_val" / "val_data.npz"
     np.savez(bad, data=_rows(np.random.default_rng(5), 2, size=64), labels=np.array([1, 2]))  # 64x64 rows
     with pytest.raises(DataFormatError) as info:
-        ds = ImageNet32(str(root), "val")
+        ds = load_imagenet32(str(root), "val")
         ds.load([0])
     assert str(bad) in str(info.value) and "3072" in str(info.value)
     empty = tmp_path_factory.mktemp("empty")
     with pytest.raises(FileNotFoundError) as info:
-        ImageNet32(str(empty), "train")
+        load_imagenet32(str(empty), "train")
     assert "Imagenet32_train" in str(info.value) and "train_data_batch_1" in str(info.value)

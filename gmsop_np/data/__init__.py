@@ -23,14 +23,14 @@ wraps it in a ``DataLoader`` with the dataset's standard augmentation.
 
 from __future__ import annotations
 
-from .cifar import CIFAR10, CIFAR100
-from .digits import Digits
-from .hues import Hues, hue_class_names, make_hues
-from .imagenet64 import DownsampledImageNet, ImageNet32, ImageNet64, read_batch_file
+from .cifar import load_cifar10, load_cifar100
+from .digits import load_digits
+from .hues import hue_class_names, load_hues, make_hues
+from .imagenet64 import DownsampledImageNet, load_imagenet32, load_imagenet64, read_batch_file
 from .loader import ArrayDataset, DataFormatError, DataLoader, augment_batch, normalize
-from .multimodal import MULTIMODAL_CLASS_AXES, Multimodal, make_multimodal, multimodal_class_names
+from .multimodal import MULTIMODAL_CLASS_AXES, load_multimodal, make_multimodal, multimodal_class_names
 from .places365 import Places365, read_file_list
-from .textures import TEXTURE_CLASS_AXES, Textures, make_textures, texture_class_names
+from .textures import TEXTURE_CLASS_AXES, load_textures, make_textures, texture_class_names
 
 __all__ = [
     "DATASETS",
@@ -42,23 +42,23 @@ __all__ = [
     "DataLoader",
     "augment_batch",
     "normalize",
-    "Textures",
+    "load_textures",
     "make_textures",
     "texture_class_names",
     "TEXTURE_CLASS_AXES",
-    "Multimodal",
+    "load_multimodal",
     "make_multimodal",
     "multimodal_class_names",
     "MULTIMODAL_CLASS_AXES",
-    "Hues",
+    "load_hues",
     "make_hues",
     "hue_class_names",
-    "Digits",
-    "CIFAR10",
-    "CIFAR100",
+    "load_digits",
+    "load_cifar10",
+    "load_cifar100",
     "DownsampledImageNet",
-    "ImageNet32",
-    "ImageNet64",
+    "load_imagenet32",
+    "load_imagenet64",
     "read_batch_file",
     "Places365",
     "read_file_list",
@@ -90,12 +90,12 @@ DATASETS = {
     "places365": dict(size=96, flip=True, pad=0, crop=96, needs_root=True, generated=False, **_PAPER),
 }
 
-_GENERATED = {"textures": Textures, "multimodal": Multimodal, "hues": Hues}
+_GENERATED = {"textures": load_textures, "multimodal": load_multimodal, "hues": load_hues}
 _READERS = {
-    "cifar10": CIFAR10,
-    "cifar100": CIFAR100,
-    "imagenet32": ImageNet32,
-    "imagenet64": ImageNet64,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "imagenet32": load_imagenet32,
+    "imagenet64": load_imagenet64,
     "places365": Places365,
 }
 
@@ -124,7 +124,7 @@ def get_dataset(name: str, split: str = "train", root=None, *, seed: int = 0, si
     if info["generated"]:
         return _GENERATED[name](split, n=n, image_size=size or info["size"], seed=seed, **kwargs)
     if name == "digits":
-        return Digits(split, image_size=size or info["size"], seed=seed, **kwargs)
+        return load_digits(split, image_size=size or info["size"], seed=seed, **kwargs)
     return _READERS[name](root, split, **kwargs)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from .batches import check_labels, read_pickled_dict, rows_to_images
 from .loader import ArrayDataset
 
-__all__ = ["CIFAR10", "CIFAR100", "find_cifar_folder", "read_cifar_file", "CIFAR_LAYOUTS"]
+__all__ = ["load_cifar10", "load_cifar100", "find_cifar_folder", "read_cifar_file", "CIFAR_LAYOUTS"]
 
 #: Per variant: the download, the folder it unpacks into, the files of each split, the
 #: meta file and its name key per label kind, the number of classes per label kind,
@@ -123,12 +123,12 @@ def _cifar(variant: str, root: str, split: str, label_key: str) -> ArrayDataset:
     )
 
 
-def CIFAR10(root: str, split: str = "train") -> ArrayDataset:
+def load_cifar10(root: str, split: str = "train") -> ArrayDataset:
     """CIFAR-10: 10 classes, 50,000 training and 10,000 test ("val") images of 32x32."""
     return _cifar("cifar10", root, split, "labels")
 
 
-def CIFAR100(root: str, split: str = "train", labels: str = "fine") -> ArrayDataset:
+def load_cifar100(root: str, split: str = "train", labels: str = "fine") -> ArrayDataset:
     """CIFAR-100: 100 fine classes (``labels="fine"``) or 20 superclasses (``labels="coarse"``)."""
     if labels not in ("fine", "coarse"):
         raise ValueError(f"CIFAR-100 labels are 'fine' (100 classes) or 'coarse' (20), not {labels!r}")

@@ -14,7 +14,7 @@ import numpy as np
 
 from .loader import ArrayDataset
 
-__all__ = ["Digits", "load_digits_images"]
+__all__ = ["load_digits", "load_digits_images"]
 
 
 def _require_sklearn():
@@ -43,7 +43,7 @@ def load_digits_images(image_size: int = 32):
     return images, bunch.target.astype(np.int64)
 
 
-def Digits(split: str = "train", image_size: int = 32, seed: int = 0, val_fraction: float = 0.2):
+def load_digits(split: str = "train", image_size: int = 32, seed: int = 0, val_fraction: float = 0.2):
     """The scikit-learn digits as an ``ArrayDataset`` (10 classes, uint8 NCHW)."""
     if split not in ("train", "val"):
         raise ValueError(f"digits has splits ['train', 'val'], not {split!r}")

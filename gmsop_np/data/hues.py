@@ -61,7 +61,7 @@ import numpy as np
 from .._checks import check_int, check_number
 from .synthetic import balanced_labels, generated_split, texture_noise, to_uint8
 
-__all__ = ["make_hues", "Hues", "hue_class_names", "HUE_NUM_CLASSES", "HUE_MODES", "GREY_AXIS", "CHROMA_PLANE"]
+__all__ = ["make_hues", "load_hues", "hue_class_names", "HUE_NUM_CLASSES", "HUE_MODES", "GREY_AXIS", "CHROMA_PLANE"]
 
 HUE_NUM_CLASSES = 4  # classes
 HUE_MODES = 3  # prototypes (hues) per class
@@ -141,7 +141,7 @@ def _images_and_labels(n, image_size, seed, **kwargs):
     return images, labels
 
 
-def Hues(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0, **kwargs):
+def load_hues(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0, **kwargs):
     """The ``hues`` data set as an ``ArrayDataset`` (4 classes, uint8 NCHW).
 
     ``split`` is ``"train"`` (default 2000 images) or ``"val"`` (default 500), drawn

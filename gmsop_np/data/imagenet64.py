@@ -44,8 +44,8 @@ from .loader import DataFormatError
 
 __all__ = [
     "DownsampledImageNet",
-    "ImageNet64",
-    "ImageNet32",
+    "load_imagenet64",
+    "load_imagenet32",
     "read_batch_file",
     "find_batch_file",
     "IMAGENET_MEAN",
@@ -217,11 +217,11 @@ class DownsampledImageNet:
         )
 
 
-def ImageNet64(root: str, split: str = "train", **kwargs) -> DownsampledImageNet:
+def load_imagenet64(root: str, split: str = "train", **kwargs) -> DownsampledImageNet:
     """Downsampled ImageNet 64x64, the paper's data set (rows of 12,288 values)."""
     return DownsampledImageNet(root, split, image_size=64, **kwargs)
 
 
-def ImageNet32(root: str, split: str = "train", **kwargs) -> DownsampledImageNet:
+def load_imagenet32(root: str, split: str = "train", **kwargs) -> DownsampledImageNet:
     """Downsampled ImageNet 32x32 (rows of 3,072 values; the same files otherwise)."""
     return DownsampledImageNet(root, split, image_size=32, **kwargs)

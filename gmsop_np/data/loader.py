@@ -8,7 +8,7 @@ A *dataset* here is anything with
 * ``ds.num_classes``, ``ds.mean`` / ``ds.std`` (per channel, in the units of
   the stored images) and optionally ``ds.epoch_order(rng)`` -- the order in
   which to visit the images in a shuffled epoch (default: a full random
-  permutation; ``ImageNet64`` visits one batch file at a time).
+  permutation; ``DownsampledImageNet`` visits one batch file at a time).
 
 ``DataLoader`` turns a dataset into batches: seeded shuffling, random
 horizontal flip, optional pad-and-crop / random crop (centre crop at

@@ -84,7 +84,13 @@ import numpy as np
 from .._checks import check_int
 from .synthetic import balanced_labels, generated_split, half_plane_masks, texture_noise, to_uint8
 
-__all__ = ["make_multimodal", "Multimodal", "MULTIMODAL_CLASS_AXES", "MULTIMODAL_DIAGONALS", "multimodal_class_names"]
+__all__ = [
+    "make_multimodal",
+    "load_multimodal",
+    "MULTIMODAL_CLASS_AXES",
+    "MULTIMODAL_DIAGONALS",
+    "multimodal_class_names",
+]
 
 _PHI = np.radians(22.16)  # angle of u_0 in the plane orthogonal to (1,1,1); see the module docstring
 _QUARTER_TURN_BLUE = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # 90 degrees about the B axis
@@ -167,7 +173,7 @@ def _images_and_labels(n, image_size, seed, **kwargs):
     return images, labels
 
 
-def Multimodal(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0, **kwargs):
+def load_multimodal(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0, **kwargs):
     """The ``multimodal`` data set as an ``ArrayDataset`` (4 classes, uint8 NCHW).
 
     ``split`` is ``"train"`` (default 2000 images) or ``"val"`` (default 500), drawn

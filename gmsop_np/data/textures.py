@@ -55,7 +55,7 @@ import numpy as np
 
 from .synthetic import balanced_labels, generated_split, half_plane_masks, texture_noise, to_uint8
 
-__all__ = ["make_textures", "Textures", "TEXTURE_CLASS_AXES", "texture_class_names"]
+__all__ = ["make_textures", "load_textures", "TEXTURE_CLASS_AXES", "texture_class_names"]
 
 # The four class colour axes: the diagonals of the RGB cube (unit length).
 TEXTURE_CLASS_AXES = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]], dtype=np.float64) / np.sqrt(3.0)
@@ -118,7 +118,7 @@ def make_textures(
     return to_uint8(images), labels
 
 
-def Textures(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0, **kwargs):
+def load_textures(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0, **kwargs):
     """The ``textures`` data set as an ``ArrayDataset`` (4 classes, uint8 NCHW).
 
     ``split`` is ``"train"`` (default 3000 images) or ``"val"`` (default 1000);
