@@ -46,18 +46,28 @@ __all__ = [
 # Per dataset: the input size the network sees, the standard augmentation and the training defaults.
 #   size: side of the network input; flip: random horizontal flip (training);
 #   crop: random crop in training / centre crop in evaluation (None: whole image);
+#   needs_root: read from files in a folder (get_dataset's root); the others are built in;
+#   generated: made from the seed, as many images as asked for (get_dataset's n);
 #   epochs, batch_size, lr_scale: what `gmsop train` uses when not told. The small built-in
 #   sets get a short demo budget, batch 32 (more steps per epoch on a CPU) and half the
 #   paper's learning rate (the paper's rates were tuned for batch 256 and are unstable at 32);
 #   the real ones the paper's full schedule (epochs None) at batch 256.
 DATASETS = {
-    "textures": dict(size=32, flip=True, crop=None, needs_root=False, epochs=5, batch_size=32, lr_scale=0.5),
+    "textures": dict(
+        size=32, flip=True, crop=None, needs_root=False, generated=True, epochs=5, batch_size=32, lr_scale=0.5
+    ),
     # a mirrored digit is not a digit: no flip
-    "digits": dict(size=32, flip=False, crop=None, needs_root=False, epochs=8, batch_size=32, lr_scale=0.5),
+    "digits": dict(
+        size=32, flip=False, crop=None, needs_root=False, generated=False, epochs=8, batch_size=32, lr_scale=0.5
+    ),
     # the paper: flips only
-    "imagenet64": dict(size=64, flip=True, crop=None, needs_root=True, epochs=None, batch_size=256, lr_scale=1.0),
+    "imagenet64": dict(
+        size=64, flip=True, crop=None, needs_root=True, generated=False, epochs=None, batch_size=256, lr_scale=1.0
+    ),
     # 100x100 images, 96x96 crops
-    "places365": dict(size=96, flip=True, crop=96, needs_root=True, epochs=None, batch_size=256, lr_scale=1.0),
+    "places365": dict(
+        size=96, flip=True, crop=96, needs_root=True, generated=False, epochs=None, batch_size=256, lr_scale=1.0
+    ),
 }
 
 
