@@ -47,9 +47,9 @@ class CommandError(Exception):
 def _key_value(text):
     from .train.options import parse_value  # noqa: PLC0415
 
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. noise=independent), got {text!r}")
     return key.strip(), parse_value(value)
 
 
@@ -199,7 +199,7 @@ def _train(args):
             trainer = Trainer.resume(given["out"], given)
         else:
             trainer = Trainer(TrainConfig(**given))
-    except (ValueError, TypeError, ImportError, RuntimeError, KeyError, OSError) as exc:
+    except (ValueError, TypeError, ImportError, RuntimeError, KeyError, OSError, MemoryError) as exc:
         raise CommandError(_message(exc)) from None
     try:
         summary = trainer.fit()
@@ -208,7 +208,7 @@ def _train(args):
         return 1
     except BrokenPipeError:
         raise
-    except OSError as exc:  # a full disk, a folder removed under the run
+    except (OSError, MemoryError) as exc:  # a full disk, a folder removed under the run, a batch too large
         print(f"gmsop train: stopped: {_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C: the trainer has said what was kept
@@ -222,6 +222,8 @@ def _message(exc) -> str:
 
     if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return f"out of memory ({exc}); try a smaller --batch-size, --image-size or --train-size"
     return in_flags(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
 
 
@@ -247,7 +249,7 @@ def _eval(args):
             backend=args.backend,
             progress=args.progress,
         )
-    except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
+    except (ValueError, TypeError, ImportError, RuntimeError, OSError, MemoryError) as exc:
         raise CommandError(_message(exc)) from None
     top5 = f", top-5 error {result['top5']:.4f}" if result["num_classes"] > 5 else ""
     print(
@@ -262,8 +264,8 @@ def _plot(args):
 
     try:
         paths = plot_run(args.run, args.out)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
-        raise CommandError(exc) from None
+    except (ValueError, ImportError, OSError) as exc:
+        raise CommandError(_message(exc)) from None
     for path in paths:
         print(path)
     return 0
@@ -271,6 +273,7 @@ def _plot(args):
 
 def _experiment(args):
     from . import experiments  # noqa: PLC0415
+    from .train import NonFiniteLossError  # noqa: PLC0415
 
     if args.experiment is None:
         raise CommandError("choose figure2 or table2 (gmsop experiment --help)")
@@ -282,8 +285,11 @@ def _experiment(args):
     runner = experiments.figure2 if args.experiment == "figure2" else experiments.table2
     try:
         result = runner(**options)
-    except (FileNotFoundError, ValueError, TypeError, ImportError, RuntimeError) as exc:
-        raise CommandError(exc) from None
+    except NonFiniteLossError as exc:
+        print(f"gmsop experiment: stopped: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
+        raise CommandError(_message(exc)) from None
     for path in result["files"]:
         print(path)
     return 0
@@ -302,8 +308,8 @@ def main(argv=None) -> int:
     except CommandError as exc:
         print(f"gmsop {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C outside a training loop (building the data, evaluating, plotting)
-        print(f"\ngmsop {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C outside a training loop (building the data, evaluating, ...)
+        print(f"\ngmsop {args.command}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `gmsop ... | head`: the reader left; stop quietly, as a shell tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

@@ -35,10 +35,16 @@ _SMALL = {"textures": dict(train_size=1500, val_size=500)}
 
 
 def run_or_resume(config: TrainConfig):
-    """Train ``config`` into ``config.out``; continue it if a previous attempt stopped early."""
+    """Train ``config`` into ``config.out``; continue it if a previous attempt stopped early.
+
+    A Ctrl-C (the run saved its checkpoint) ends the whole experiment with ``KeyboardInterrupt``;
+    the same call again resumes it.
+    """
     resuming = os.path.isfile(os.path.join(config.out, "last.npz"))
     trainer = Trainer.resume(config.out) if resuming else Trainer(config)
     summary = trainer.fit()
+    if summary["status"] == "interrupted":
+        raise KeyboardInterrupt(f"{config.out} was interrupted; run the experiment again to resume it")
     return trainer, summary
 
 

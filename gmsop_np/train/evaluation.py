@@ -8,6 +8,7 @@ import os
 import time
 
 from .. import functional as F
+from .._checks import check_choice
 from ..backend import default_xp, using_backend
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import no_grad
@@ -65,6 +66,8 @@ def evaluate_checkpoint(run, checkpoint="best", data_dir=None, batch_size=None, 
     draws a progress line on a terminal. Writes ``eval_<name>.json`` next to the
     checkpoint and returns the same dict.
     """
+    check_choice(checkpoint, "checkpoint", ("best", "last"))
+    run = os.fspath(run)
     if os.path.isfile(run):
         run_dir, path = os.path.dirname(run) or ".", run
     else:

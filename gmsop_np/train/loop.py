@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import __version__
 from .. import functional as F
+from .._checks import check_int
 from ..backend import default_xp, to_cpu, using_backend
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import debug
@@ -202,6 +203,8 @@ class Trainer:
                 )
         schedule = list(stored["derived"].get("schedule") or [])
         epochs = changes.pop("epochs", None)
+        if epochs is not None:
+            check_int(epochs, "epochs", 1)
         options.update({k: v for k, v in changes.items() if k in RESUMABLE})
         extension = None
         if epochs is not None and schedule and epochs != sum(schedule):
@@ -314,7 +317,7 @@ class Trainer:
         Returns a summary dict (``status``: "finished", "paused" or "interrupted").
         Raises ``NonFiniteLossError`` when the run diverges (nothing is saved then).
         """
-        until = self.epochs if until_epoch is None else min(int(until_epoch), self.epochs)
+        until = self.epochs if until_epoch is None else min(check_int(until_epoch, "until_epoch", 0), self.epochs)
         try:
             with (
                 _InterruptHandler(self),

@@ -286,11 +286,13 @@ def flag(name: str) -> str | None:
 
     A ``TrainConfig`` field has its declared flag (``batch_size`` -> ``--batch-size``,
     ``k`` -> ``-K``); a head option without a field of its own is given with
-    ``--head-arg`` (``noise`` -> ``--head-arg noise``).
+    ``--head-arg`` (``noise`` -> ``--head-arg noise``); the model's ``input_size``
+    is set by ``--image-size``.
 
     >>> flag("batch_size"), flag("k"), flag("noise"), flag("nothing")
     ('--batch-size', '-K', '--head-arg noise', None)
     """
+    name = _SET_BY_OPTION.get(name, name)
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if name in fields:
         return (fields[name].metadata["flags"] or ("--" + name.replace("_", "-"),))[0]
@@ -298,6 +300,9 @@ def flag(name: str) -> str | None:
         return f"--head-arg {name}"
     return None
 
+
+# Library arguments that an option sets: the network's input size is the image size (or the crop).
+_SET_BY_OPTION = {"input_size": "image_size"}
 
 # An option named in a message: `name` anywhere, or the message's first word.
 _OPTION_IN_MESSAGE = re.compile(r"`(\w+)`|^(\w+)(?=[ (:,]|$)")
