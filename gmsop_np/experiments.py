@@ -96,6 +96,7 @@ def figure2(
     """
     from .plots import _pyplot, plot_usage_bars  # noqa: PLC0415
 
+    plt = _pyplot()  # before the runs: without matplotlib, fail at once, not after training
     os.makedirs(out, exist_ok=True)
     base = _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_size, lr, backend, seed, progress)
     results = []
@@ -113,7 +114,6 @@ def figure2(
         counts = trainer.usage_history[-1][1:] if trainer.usage_history else []
         results.append((alpha, counts, summary))
 
-    plt = _pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), sharey=True)
     for ax, (alpha, counts, summary) in zip(list(axes) if len(results) > 1 else [axes], results):
         plot_usage_bars(ax, counts, f"alpha = {alpha:g}, val top-1 {100 * summary['val_top1']:.1f}%")

@@ -84,6 +84,7 @@ BAD_OPTIONS = [
     (["--data-dir", "somewhere"], "--data-dir does not apply to the dataset 'textures': it is built in"),
     (["--schedule", "2,1", "--epochs", "4"], "--schedule 2,1 sums to 3 epochs but --epochs is 4; give one"),
     (["--momentum", "1"], "--momentum must be below 1, got 1.0"),
+    (["--image-size", "9"], "--image-size must be a multiple of 8 (the backbone halves the map three times)"),
 ]
 
 
@@ -106,6 +107,12 @@ def test_in_flags_rewrites_option_names_from_one_table():
     )
     assert cli._message(ValueError("dataset is not a flag here")) == "--dataset is not a flag here"
     assert cli._message(ValueError("the word lr stays")) == "the word lr stays"
+    assert cli._message(MemoryError("Unable to allocate 74.5 GiB")) == (
+        "out of memory (Unable to allocate 74.5 GiB); try a smaller --batch-size, --image-size or --train-size"
+    )
+    assert cli._message(FileNotFoundError(2, "No such file or directory", "/proc/x")) == (
+        "/proc/x: No such file or directory"
+    )
 
 
 # ----- a run: output, files, a second run, evaluation ------------------------------------------------
@@ -193,7 +200,7 @@ def test_the_progress_line_is_drawn_only_on_a_terminal_and_needs_no_third_party_
     assert live.returncode == 0
     assert "\r" not in live.stdout and "epoch 1/1  lr" in live.stdout  # stdout: lines only
     assert re.search(
-        r"\repoch 1/1 \[#+\.*\] 1/2 \| \d+:\d\d left, run \d+:\d\d \| loss \S+ err \S+ bal \S+ \| \d+ img/s", terminal
+        r"\repoch 1/1 \[#+\.*\] 1/2 loss \S+ err \S+ bal \S+ \| ETA \d+:\d\d, run \d+:\d\d \| \d+ img/s", terminal
     )
     assert "validating epoch 1/1 [" in terminal
     assert not any(word in terminal for word in NOISE)

@@ -28,7 +28,13 @@ def _recorded():
 def test_the_recorded_quotes_are_made_from_the_recorded_values():
     record = _recorded()
     assert _script().quotes(record) == record["quotes"]
-    assert set(record["measured"]) == {"date", "machine", "python", "load_average_before_after"}
+    assert set(record["measured"]) == {
+        "date",
+        "machine",
+        "python",
+        "load_average_before_after",
+        "load_average_at_each_timed_run",
+    }
 
 
 def test_the_readme_quotes_every_recorded_figure():

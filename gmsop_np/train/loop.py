@@ -460,9 +460,10 @@ class Trainer:
         epoch_left = self._clock.left(n - step, n_val)
         run_left = epoch_left + (self.epochs - epoch - 1) * self._clock.left(n, n_val)
         ips = stats.images / max(stats.seconds, 1e-9)
+        # most important first: an 80-column terminal cuts the end
         self.console.show(
-            f"epoch {epoch + 1}/{self.epochs} {progress_bar(step, n)} {step}/{n} | {format_duration(epoch_left)} "
-            f"left, run {format_duration(run_left)} | {self._figures} | {ips:.0f} img/s",
+            f"epoch {epoch + 1}/{self.epochs} {progress_bar(step, n, 8)} {step}/{n} {self._figures} | ETA "
+            f"{format_duration(epoch_left)}, run {format_duration(run_left)} | {ips:.0f} img/s",
             force=fresh_figures,
         )
 
