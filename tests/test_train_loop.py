@@ -73,16 +73,17 @@ def test_the_log_interval_changes_when_figures_are_read_not_the_figures(tmp_path
 
     DeviceSums.read = counted
     try:
-        every_step = Trainer(_config(tmp_path, "every", log_every=1, train_size=48))
+        one_epoch = dict(train_size=48, epochs=1, schedule=None)  # three steps
+        every_step = Trainer(_config(tmp_path, "every", log_every=1, **one_epoch))
         every_step.fit()
         steps_read = len(reads)
         reads.clear()
-        rarely = Trainer(_config(tmp_path, "rarely", log_every=2, train_size=48))
+        rarely = Trainer(_config(tmp_path, "rarely", log_every=2, **one_epoch))
         rarely.fit()
     finally:
         DeviceSums.read = original
-    # 3 steps per epoch, 2 epochs; plus one validation read per epoch
-    assert steps_read == 2 * (3 + 1) and len(reads) == 2 * (2 + 1)  # steps 2 and 3 (the epoch's end)
+    # three steps, plus one validation read; every 2 steps: after step 2 and at the epoch's end (step 3)
+    assert steps_read == 3 + 1 and len(reads) == 2 + 1
     assert _metrics(every_step.out) == _metrics(rarely.out)
 
 

@@ -396,12 +396,12 @@ class Trainer:
                 release_graph(model)
 
                 now = time.perf_counter()
-                stats.seconds += now - tick
-                self._clock.train_seconds += now - tick
-                self._clock.train_steps += 1
-                tick = now
+                seconds, tick = now - tick, now
+                stats.seconds += seconds
                 stats.images += b
                 stats.steps += 1
+                self._clock.train_seconds += seconds
+                self._clock.train_steps += 1
                 for callback in self.callbacks:
                     callback(self, epoch, step)
                 read_now = step % self.config.log_every == 0 or self._stop_requested
