@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 
 import numpy as np
@@ -107,12 +107,14 @@ def atomic_write(path, write, text=False) -> str:
     same directory, which is flushed, ``fsync``-ed and renamed over ``path``.
 
     A crash (or an exception from ``write``) leaves the previous file intact and removes
-    the temporary one. ``text=True`` opens the file as UTF-8 text without newline
-    translation (CSV, JSON); otherwise it is binary. Returns ``path``.
+    the temporary one. The file gets the permissions of any new file (0o666 less the
+    user's umask), as ``open(path, "w")`` would give it. ``text=True`` opens the file
+    as UTF-8 text without newline translation (CSV, JSON); otherwise it is binary.
+    Returns ``path``.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = _create_temporary(directory, os.path.basename(path))
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as f:
             write(f)
@@ -125,6 +127,23 @@ def atomic_write(path, write, text=False) -> str:
         raise
     _fsync_directory(directory)
     return path
+
+
+def _create_temporary(directory, name):
+    """A new file ``.<name>.<random>.tmp`` in ``directory``: ``(fd, path)``.
+
+    Not ``tempfile.mkstemp``: it creates files with mode 0o600 whatever the umask, and
+    the rename would carry that mode over to ``path``. Here the kernel applies the umask
+    to 0o666, as for any new file; ``O_EXCL`` makes the name ours alone.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file for {name} in {directory}")
 
 
 def _fsync_directory(directory) -> None:

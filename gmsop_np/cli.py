@@ -1,13 +1,23 @@
 """The ``gmsop`` command line (console script ``gmsop = gmsop_np.cli:main``).
 
-    gmsop train                          # small GM-SOP on the built-in textures, NumPy, about a minute
+    gmsop train                          # a small GM-SOP on the built-in textures, on the CPU
+    gmsop train --head gap --lr 0.02 --epochs 8 --out runs/gap
     gmsop train --arch resnet18 --head gmsop -N 16 -K 8 --dataset imagenet64 --data-dir DIR
-    gmsop train --out runs/x --resume    # continue exactly where a run stopped
+    gmsop train --out runs/x --resume    # continue exactly where a run stopped (Ctrl-C, a crash)
+    gmsop train --out runs/x --resume --epochs 8   # extend a run: the new epochs at its last learning rate
+    gmsop train --out runs/x --resume --backend cupy   # continue a CPU run on the GPU (or the reverse)
     gmsop heads                          # every head and its options (for -N, -K, --alpha, --head-arg)
     gmsop eval runs/x                    # top-1 / top-5 error of runs/x/best.npz
     gmsop plot runs/x                    # loss / error curves and component usage (PNGs)
     gmsop experiment figure2             # paper Fig. 2: component usage with alpha = 0 vs 100
     gmsop experiment table2              # paper Table 2: the heads side by side
+
+Output: the header, one line per epoch and the summary on stdout and in the run's
+train.log; a progress line on stderr when stderr is a terminal (--no-progress: none).
+Exit status: 0 done (or stopped at the requested epoch), 1 the run diverged (a NaN
+or Inf loss: nothing saved, last.npz keeps the last good weights) or a file could
+not be written, 2 a usage error (the message names the option), 130 interrupted by
+Ctrl-C (once: the step finishes and last.npz is saved; continue with --resume).
 
 Every ``train`` option is a field of ``gmsop_np.train.TrainConfig``, from which
 this parser is built: flags, help texts and defaults live there, once.
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from . import __version__
@@ -24,6 +35,8 @@ from . import __version__
 __all__ = ["main", "build_parser"]
 
 EXAMPLES = __doc__.split("\n\n")[1]
+OUTPUT_AND_EXIT_STATUS = __doc__.split("\n\n")[2]
+TRAIN_EXAMPLES = "\n".join(line for line in EXAMPLES.splitlines() if line.strip().startswith("gmsop train"))
 
 
 class CommandError(Exception):
@@ -34,9 +47,9 @@ class CommandError(Exception):
 def _key_value(text):
     from .train.options import parse_value  # noqa: PLC0415
 
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. noise=independent), got {text!r}")
     return key.strip(), parse_value(value)
 
 
@@ -79,14 +92,19 @@ def _add_train_options(p) -> None:
             if choices is not None:
                 kwargs["choices"] = choices() if callable(choices) else choices
         group.add_argument(*flags, **kwargs)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last.npz; only --epochs (larger: extends the run), --backend, "
+        "--data-dir, --log-every, --no-progress and --debug may differ from the run's options",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gmsop",
         description="GM-SOP (NeurIPS 2018) from scratch on NumPy/CuPy: train, evaluate, plot.",
-        epilog="examples:\n" + EXAMPLES,
+        epilog="examples:\n" + EXAMPLES + "\n\n" + OUTPUT_AND_EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gmsop_np {__version__}")
@@ -95,22 +113,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train a network (no arguments: a small GM-SOP on textures)",
-        description="Train a network; writes config.json, metrics.csv, usage.csv, last.npz and best.npz "
-        "into the run directory.",
+        description="Train a network; writes config.json, metrics.csv, usage.csv, train.log, last.npz and "
+        "best.npz into the run directory. Options left out take the paper's recipe for the head, scaled to the "
+        "dataset's budget (the header says what was chosen).",
+        epilog="examples:\n" + TRAIN_EXAMPLES + "\n\n" + OUTPUT_AND_EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_train_options(p)
 
     sub.add_parser("heads", help="every head: its name in the paper, description and options")
 
-    p = sub.add_parser("eval", help="top-1 / top-5 error of a checkpoint")
+    p = sub.add_parser(
+        "eval",
+        help="top-1 / top-5 error of a checkpoint",
+        description="Evaluate a checkpoint of a run on its validation set; writes eval_<checkpoint>.json next to it.",
+    )
     p.add_argument("run", help="run directory (or a checkpoint .npz inside one)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="default: best")
-    p.add_argument("--data-dir", default=None, help="override the run's data folder")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
-    p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="default: the run's")
+    p.add_argument(
+        "--checkpoint", default="best", choices=["best", "last"], help="which checkpoint of the run (default: best)"
+    )
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the run's)")
+    p.add_argument(
+        "--backend", default=None, choices=["numpy", "cupy"], help="where to evaluate (default: the run's backend)"
+    )
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress line on the terminal (stderr)"
+    )
 
     p = sub.add_parser("plot", help="figures from a run directory (PNG)")
-    p.add_argument("run", help="run directory")
+    p.add_argument("run", help="run directory (written by gmsop train)")
     p.add_argument("--out", default=None, help="where to write the PNGs (default: the run directory)")
 
     p = sub.add_parser("experiment", help="reproduce a figure or table of the paper at small scale")
@@ -137,16 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_experiment_options(p, default_out, epochs):
     p.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
     p.add_argument("--arch", default="tiny", help="backbone (default: tiny; resnet18 for the paper's scale)")
-    p.add_argument("--dataset", default="textures")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs per model (default {epochs})")
-    p.add_argument("--train-size", type=int, default=None, help="textures: training images (default: small)")
-    p.add_argument("--val-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--dataset", default="textures", help="dataset (default: textures, built in)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder (the real datasets)")
+    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs per model (default: {epochs})")
+    p.add_argument(
+        "--train-size", type=int, default=None, metavar="N", help="textures: training images (default: 1500)"
+    )
+    p.add_argument("--val-size", type=int, default=None, metavar="N", help="textures: validation images (default: 500)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the dataset's)")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: each head's recipe)")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="array backend (default: numpy)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (default: 0)")
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress line on the terminal (stderr)"
+    )
 
 
 # ----- commands ------------------------------------------------------------------------------------
@@ -163,46 +199,32 @@ def _train(args):
             trainer = Trainer.resume(given["out"], given)
         else:
             trainer = Trainer(TrainConfig(**given))
-    except (FileExistsError, FileNotFoundError, ValueError, TypeError, ImportError, RuntimeError, KeyError) as exc:
-        raise CommandError(exc) from None
-    _print_header(trainer, args.resume)
+    except (ValueError, TypeError, ImportError, RuntimeError, KeyError, OSError, MemoryError) as exc:
+        raise CommandError(_message(exc)) from None
     try:
         summary = trainer.fit()
     except NonFiniteLossError as exc:
-        print(f"gmsop train: {exc}", file=sys.stderr)
+        print(f"gmsop train: stopped: {exc}", file=sys.stderr)
         return 1
-    _print_summary(summary)
+    except BrokenPipeError:
+        raise
+    except (OSError, MemoryError) as exc:  # a full disk, a folder removed under the run, a batch too large
+        print(f"gmsop train: stopped: {_message(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C: the trainer has said what was kept
+        return 130
     return 130 if summary["status"] == "interrupted" else 0
 
 
-def _print_header(trainer, resume):
-    from .train import model_label  # noqa: PLC0415
+def _message(exc) -> str:
+    """An exception as one line for the terminal: options as flags, an OS error as 'file: reason'."""
+    from .train import in_flags  # noqa: PLC0415
 
-    c, plan = trainer.config, trainer.plan
-    print(
-        f"{'resuming' if resume else 'training'} {model_label(c)} on {c.dataset} ({len(trainer.train_set)} train / "
-        f"{len(trainer.val_set)} val images, {trainer.num_classes} classes), "
-        f"{trainer.model.num_parameters():,} parameters, {c.backend}/{c.dtype}",
-        flush=True,
-    )
-    print(
-        f"SGD lr {plan.lr:g} (momentum {c.momentum}, weight decay {plan.weight_decay:g}), "
-        f"schedule {plan.schedule} epochs (lr / 10 per stage), batch {plan.batch_size}; run directory "
-        f"{trainer.out}",
-        flush=True,
-    )
-
-
-def _print_summary(summary):
-    if summary["val_top1"] is None:
-        print(f"no epoch finished; run directory {summary['out']}")
-        return
-    print(
-        f"{summary['status']}: {summary['epochs_done']}/{summary['epochs']} epochs in {summary['seconds']:.0f} s "
-        f"of training; validation top-1 error {summary['val_top1']:.3f} (best {summary['best_val_top1']:.3f}, "
-        f"chance {summary['chance_top1']:.3f}), top-5 {summary['val_top5']:.3f}. Files in {summary['out']}",
-        flush=True,
-    )
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return f"out of memory ({exc}); try a smaller --batch-size, --image-size or --train-size"
+    return in_flags(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
 
 
 def _heads(args):
@@ -225,12 +247,14 @@ def _eval(args):
             data_dir=args.data_dir,
             batch_size=args.batch_size,
             backend=args.backend,
+            progress=args.progress,
         )
-    except (FileNotFoundError, ValueError, TypeError, ImportError, RuntimeError) as exc:
-        raise CommandError(exc) from None
+    except (ValueError, TypeError, ImportError, RuntimeError, OSError, MemoryError) as exc:
+        raise CommandError(_message(exc)) from None
+    top5 = f", top-5 error {result['top5']:.4f}" if result["num_classes"] > 5 else ""
     print(
-        f"{result['checkpoint']}: top-1 error {result['top1']:.4f}, top-5 error {result['top5']:.4f}, "
-        f"loss {result['loss']:.4f} on {result['images']} {result['split']} images"
+        f"{result['checkpoint']}: top-1 error {result['top1']:.4f}{top5}, loss {result['loss']:.4f} on "
+        f"{result['images']} {result['split']} images"
     )
     return 0
 
@@ -240,8 +264,8 @@ def _plot(args):
 
     try:
         paths = plot_run(args.run, args.out)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
-        raise CommandError(exc) from None
+    except (ValueError, ImportError, OSError) as exc:
+        raise CommandError(_message(exc)) from None
     for path in paths:
         print(path)
     return 0
@@ -249,6 +273,7 @@ def _plot(args):
 
 def _experiment(args):
     from . import experiments  # noqa: PLC0415
+    from .train import NonFiniteLossError  # noqa: PLC0415
 
     if args.experiment is None:
         raise CommandError("choose figure2 or table2 (gmsop experiment --help)")
@@ -260,8 +285,11 @@ def _experiment(args):
     runner = experiments.figure2 if args.experiment == "figure2" else experiments.table2
     try:
         result = runner(**options)
-    except (FileNotFoundError, ValueError, TypeError, ImportError, RuntimeError) as exc:
-        raise CommandError(exc) from None
+    except NonFiniteLossError as exc:
+        print(f"gmsop experiment: stopped: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
+        raise CommandError(_message(exc)) from None
     for path in result["files"]:
         print(path)
     return 0
@@ -280,6 +308,12 @@ def main(argv=None) -> int:
     except CommandError as exc:
         print(f"gmsop {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C outside a training loop (building the data, evaluating, ...)
+        print(f"\ngmsop {args.command}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `gmsop ... | head`: the reader left; stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 if __name__ == "__main__":  # python -m gmsop_np.cli

@@ -35,10 +35,16 @@ _SMALL = {"textures": dict(train_size=1500, val_size=500)}
 
 
 def run_or_resume(config: TrainConfig):
-    """Train ``config`` into ``config.out``; continue it if a previous attempt stopped early."""
+    """Train ``config`` into ``config.out``; continue it if a previous attempt stopped early.
+
+    A Ctrl-C (the run saved its checkpoint) ends the whole experiment with ``KeyboardInterrupt``;
+    the same call again resumes it.
+    """
     resuming = os.path.isfile(os.path.join(config.out, "last.npz"))
     trainer = Trainer.resume(config.out) if resuming else Trainer(config)
     summary = trainer.fit()
+    if summary["status"] == "interrupted":
+        raise KeyboardInterrupt(f"{config.out} was interrupted; run the experiment again to resume it")
     return trainer, summary
 
 
@@ -90,6 +96,7 @@ def figure2(
     """
     from .plots import _pyplot, plot_usage_bars  # noqa: PLC0415
 
+    plt = _pyplot()  # before the runs: without matplotlib, fail at once, not after training
     os.makedirs(out, exist_ok=True)
     base = _base_options(arch, dataset, data_dir, epochs, train_size, val_size, batch_size, lr, backend, seed, progress)
     results = []
@@ -107,7 +114,6 @@ def figure2(
         counts = trainer.usage_history[-1][1:] if trainer.usage_history else []
         results.append((alpha, counts, summary))
 
-    plt = _pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), sharey=True)
     for ax, (alpha, counts, summary) in zip(list(axes) if len(results) > 1 else [axes], results):
         plot_usage_bars(ax, counts, f"alpha = {alpha:g}, val top-1 {100 * summary['val_top1']:.1f}%")

@@ -68,7 +68,8 @@ __all__ = [
 #   size: side of the network input; flip: random horizontal flip (training);
 #   pad: zero-pad and randomly crop back (training; the CIFAR recipe);
 #   crop: random crop in training / centre crop in evaluation (None: whole image);
-#   needs_root: read from files (--data-dir); generated: built from a seed, ``n`` images per split;
+#   needs_root: read from files in a folder (get_dataset's root); the others are built in;
+#   generated: made from the seed, as many images as asked for (get_dataset's n);
 #   epochs, batch_size, lr_scale: what `gmsop train` uses when not told. The small built-in
 #   sets get a short demo budget, batch 32 (more steps per epoch on a CPU) and half the
 #   paper's learning rate (the paper's rates were tuned for batch 256 and are unstable at 32);

@@ -14,7 +14,7 @@ from .._checks import check_index_range
 from ..backend import default_xp, get_array_module, to_cpu
 from ..core import ArrayFunction, Tensor, as_tensor
 
-__all__ = ["softmax_cross_entropy", "objective", "topk_error"]
+__all__ = ["softmax_cross_entropy", "objective", "topk_error", "label_rank"]
 
 
 class SoftmaxCrossEntropy(ArrayFunction):
@@ -110,25 +110,42 @@ def objective(logits, labels, balance_loss=None):
     return loss + balance_loss * (1.0 / as_tensor(logits).shape[0])
 
 
-def topk_error(logits, labels, k=1):
-    """Fraction of samples whose label is NOT among the k largest logits (a float, no gradient).
+def label_rank(logits, labels):
+    """How many classes rank above the label, per sample: an integer array (B,) on the logits' device.
 
-    ``topk_error(logits, labels, 1)`` is the top-1 error, ``k=5`` the top-5 error.
-    Ties are broken deterministically by index, as a stable sort would: the
-    label's rank is the number of logits larger than its logit, plus the number
-    of equal logits at a smaller index. So all-equal logits are *not* counted
-    as correct for every class at once.
+    Rank 0 is a correct top-1 prediction, ``rank < k`` a correct top-k one. Ties are
+    broken by index, as a stable sort would: the rank is the number of logits larger
+    than the label's, plus the number of equal logits at a smaller index. Nothing is
+    read back to the host (a trainer sums ``rank >= k`` on the device; ``topk_error``
+    reads the mean).
+
+    >>> import numpy as np
+    >>> label_rank(np.array([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0]]), [2, 1]).tolist()
+    [1, 1]
     """
-    logits = as_tensor(logits)
+    return _label_rank(as_tensor(logits), labels, "label_rank")
+
+
+def _label_rank(logits, labels, name):
     if logits.ndim != 2:
-        raise ValueError(f"topk_error expects logits of shape (B, N), got {logits.shape}")
-    if not isinstance(k, int) or not 1 <= k <= logits.shape[1]:
-        raise ValueError(f"topk_error: k must be an int in 1..{logits.shape[1]}, got {k!r}")
-    labels = _check_labels(logits, labels, "topk_error")
+        raise ValueError(f"{name} expects logits of shape (B, N), got {logits.shape}")
+    labels = _check_labels(logits, labels, name)
     xp = get_array_module(logits)
     z, t = logits.data, labels.data
     B, N = z.shape
     label_logit = z[xp.arange(B), t][:, None]
     before = xp.arange(N)[None, :] < t[:, None]  # index-based tie break
-    rank = (z > label_logit).sum(axis=1) + ((z == label_logit) & before).sum(axis=1)
-    return float(to_cpu((rank >= k).mean()))
+    return (z > label_logit).sum(axis=1) + ((z == label_logit) & before).sum(axis=1)
+
+
+def topk_error(logits, labels, k=1):
+    """Fraction of samples whose label is NOT among the k largest logits (a float, no gradient).
+
+    ``topk_error(logits, labels, 1)`` is the top-1 error, ``k=5`` the top-5 error.
+    Ties are broken deterministically by index (``label_rank``), so all-equal logits
+    are *not* counted as correct for every class at once.
+    """
+    logits = as_tensor(logits)
+    if logits.ndim == 2 and (not isinstance(k, int) or not 1 <= k <= logits.shape[1]):
+        raise ValueError(f"topk_error: k must be an int in 1..{logits.shape[1]}, got {k!r}")
+    return float(to_cpu((_label_rank(logits, labels, "topk_error") >= k).mean()))

@@ -13,6 +13,8 @@ split by concern:
 * ``build``      -- ``build_run``: datasets and the network from a config, for training
   and for evaluation alike;
 * ``loop``       -- ``Trainer``: steps, epochs, checkpoints, resume, the NaN guard;
+* ``meters``     -- ``DeviceSums``: a pass's loss and errors summed on the device, read rarely;
+* ``console``    -- what a run prints: stdout, ``train.log``, a progress line on a terminal;
 * ``evaluation`` -- ``evaluate`` and ``evaluate_checkpoint``;
 * ``rundir``     -- the files of a run directory.
 """
@@ -20,7 +22,7 @@ split by concern:
 from .build import Run, build_network, build_run, make_dataset, make_run_loader
 from .evaluation import evaluate, evaluate_checkpoint
 from .loop import NonFiniteLossError, Trainer
-from .options import RESUMABLE, Plan, TrainConfig, head_options, model_label, resolve, scale_schedule
+from .options import RESUMABLE, Plan, TrainConfig, flag, head_options, in_flags, model_label, resolve, scale_schedule
 from .rundir import METRIC_COLUMNS, TIMING_COLUMNS, RunDirectory
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "head_options",
     "model_label",
     "RESUMABLE",
+    "flag",
+    "in_flags",
     "Run",
     "build_run",
     "build_network",

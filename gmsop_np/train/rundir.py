@@ -7,9 +7,12 @@ A run directory holds
 * ``metrics.csv`` -- one row per epoch (``METRIC_COLUMNS``);
 * ``usage.csv`` -- per epoch, the samples each mixture component received (paper Fig. 2);
 * ``last.npz`` (every epoch, and on Ctrl-C) and ``best.npz`` (lowest validation top-1 error);
+* ``train.log`` -- what the run printed: the header, one line per epoch, the final
+  summary and any stop (appended to by every start and resume);
 * ``eval_<checkpoint>.json`` -- written by ``gmsop eval``.
 
-Every file is written atomically (a crash leaves the previous version intact).
+Every file but the log is written atomically (a crash leaves the previous version
+intact), with the user's umask.
 """
 
 from __future__ import annotations
@@ -41,14 +44,15 @@ METRIC_COLUMNS = [
 TIMING_COLUMNS = ("images_per_s", "seconds")
 
 
-def fresh_run_path(dataset: str, arch: str, head: str) -> str:
-    """runs/<dataset>-<arch>-<head>, with -2, -3, ... appended if it already exists."""
+def fresh_run_path(dataset: str, arch: str, head: str) -> tuple[str, str | None]:
+    """``(path, taken)``: runs/<dataset>-<arch>-<head>, or with -2, -3, ... appended when
+    that folder exists already; ``taken`` is then the default folder, else None."""
     base = os.path.join("runs", f"{dataset}-{arch}-{head}")
     path, i = base, 1
     while os.path.exists(path):
         i += 1
         path = f"{base}-{i}"
-    return path
+    return path, (base if path != base else None)
 
 
 class RunDirectory:
@@ -67,6 +71,10 @@ class RunDirectory:
     @property
     def best(self) -> str:
         return self.file("best.npz")
+
+    @property
+    def log(self) -> str:
+        return self.file("train.log")
 
     def holds_a_run(self) -> bool:
         return os.path.isfile(self.file("config.json")) and os.path.isfile(self.last)
