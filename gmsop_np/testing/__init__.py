@@ -20,7 +20,7 @@ import contextlib
 from .. import backend
 from . import device_sim
 
-__all__ = ["device_module", "device_sim", "simulated_gpu"]
+__all__ = ["device_module", "device_sim", "simulated_gpu", "simulating"]
 
 
 @contextlib.contextmanager
@@ -36,3 +36,9 @@ def device_module(module):
 def simulated_gpu():
     """``with simulated_gpu(): ...`` runs the "cupy" backend on the stand-in inside the block."""
     return device_module(device_sim)
+
+
+def simulating() -> bool:
+    """Whether the "cupy" backend runs on the stand-in (inside ``simulated_gpu()``, or with
+    ``GMSOP_NP_SIMULATE_GPU=1``) rather than on CuPy and a GPU."""
+    return backend.cupy_available() and backend.get_cupy() is device_sim
