@@ -109,8 +109,8 @@ class _FlatStorage:
 
 
 def _sgd_update(p, g, buf, lr, mu, wd, nesterov, fresh=False):
-    """One SGD update on arrays, in place: ``p`` (parameters), ``buf`` (momentum, ignored when ``mu`` = 0;
-    its old value is discarded when ``fresh``: PyTorch's buf = g at the first step). Module docstring."""
+    """The update rule of the module docstring on arrays, in place: ``p`` (parameters) and ``buf`` (momentum,
+    unused when ``mu`` = 0; its old value is discarded when ``fresh``: PyTorch's buf = g at the first step)."""
     if wd:
         g = g + wd * p  # g = grad + wd * p
     if mu:
