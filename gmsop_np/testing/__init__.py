@@ -11,6 +11,9 @@ for CuPy (its docstring says what it checks and what it cannot)::
 
 A subprocess or a notebook kernel gets the same with the environment variable
 ``GMSOP_NP_SIMULATE_GPU=1`` (read by ``gmsop_np.backend`` when it first needs CuPy).
+
+``gmsop_np.testing.step_budget`` counts one training step this way and holds its budget
+(``benchmarks/count_step.py``, ``tests/test_step_budget.py``).
 """
 
 from __future__ import annotations
