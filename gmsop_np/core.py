@@ -300,7 +300,7 @@ def as_tensor(x, like: Tensor | None = None) -> Tensor:
     if like is not None and isinstance(x, (int, float, bool, np.generic)):
         xp = get_array_module(like)
         dtype = like.dtype if like.dtype.kind == "f" else None
-        return Tensor(xp.asarray(x, dtype=dtype))
+        return Tensor(xp.full((), x, dtype=dtype))  # filled on the device: no host -> device copy
     return Tensor(x)
 
 
@@ -444,10 +444,12 @@ def backward(outputs, grads=None, create_graph: bool = False) -> None:
             queued.add(f)
             heapq.heappush(queue, (-f.generation, next(arrival), f))  # arrival: a deterministic tie-break
 
+    seeds = []
     for out, g in zip(outputs, grads):
         if not out.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: nothing to differentiate")
-        receive(out, _seed_gradient(out, g))
+        seeds.append(_seed_gradient(out, g))
+        receive(out, seeds[-1])
 
     with using_config("enable_backprop", create_graph):
         while queue:
@@ -457,12 +459,17 @@ def backward(outputs, grads=None, create_graph: bool = False) -> None:
                 if gx is not None:
                     receive(x, gx)
 
-    for t, g in pending.items():  # what is left belongs to leaves
+    # What is left belongs to leaves. A leaf gets its own copy only when its gradient array
+    # is one already handed out -- ``a + b`` gives both leaves the same object -- or is a
+    # seed (possibly the caller's array), so that an in-place update of one .grad never
+    # changes another or the caller's data. Copying every leaf's gradient instead would
+    # cost one array operation per parameter and step.
+    handed_out = {id(seed.data) for seed in seeds}
+    for t, g in pending.items():
         if g.creator is None:
-            # Own copy: ``a + b`` hands both leaves the same gradient object,
-            # and the seed may be the caller's array; an in-place update of
-            # one .grad must not change another.
-            g = Tensor(g.data.copy())
+            if id(g.data) in handed_out:
+                g = Tensor(g.data.copy())
+            handed_out.add(id(g.data))
         t.grad = g if t.grad is None else t.grad + g
 
 

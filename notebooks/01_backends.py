@@ -13,7 +13,9 @@
 # calls `xp.matmul`, `xp.exp`, ... — so one code path runs on NumPy arrays (host memory) and
 # on CuPy arrays (GPU memory). Data never moves behind your back: mixing the two is an error
 # that says how to move it. Without a GPU, every cell still runs; the GPU parts print why
-# they were skipped.
+# they were skipped. (With `GMSOP_NP_SIMULATE_GPU=1` in the environment, the GPU parts run on
+# `gmsop_np.testing.device_sim`, a strict CPU stand-in for CuPy: it checks that the code
+# moves data only explicitly -- not speed.)
 
 # %% tags=["parameters"]
 BACKEND = "numpy"  # the backend of the `using_backend` block in section 1 ("numpy" or "cupy")
@@ -31,14 +33,17 @@ import numpy as np
 
 import gmsop_np as gs
 import gmsop_np.functional as F
+from gmsop_np.testing import simulating
 
 HAS_GPU = gs.cupy_available()
-if HAS_GPU:
+if HAS_GPU and simulating():
+    print("The CPU stand-in for CuPy is active (GMSOP_NP_SIMULATE_GPU=1): the GPU cells run on the CPU.")
+elif HAS_GPU:
     print("CuPy and a CUDA GPU are available: the GPU cells run.")
 else:
     print(
         "No GPU here (CuPy missing or no CUDA device): GPU cells print a message instead of running.\n"
-        "On a GPU machine: pip install -e '.[gpu]' and re-run this notebook."
+        "On a GPU machine: pip install -e '.[gpu-cuda12]' (or gpu-cuda13; README, section 'GPU') and re-run."
     )
 if BACKEND == "cupy" and not HAS_GPU:
     print("BACKEND='cupy' was asked for: falling back to NumPy.")
@@ -182,7 +187,8 @@ def gflops(xp, n, synchronize):
 throughput = {"numpy": [gflops(np, n, lambda: None) for n in SIZES]}
 if HAS_GPU:
     cp = gs.backend.get_cupy()
-    throughput["cupy"] = [gflops(cp, n, cp.cuda.Device().synchronize) for n in SIZES]
+    label = "cupy (CPU stand-in)" if simulating() else "cupy"
+    throughput[label] = [gflops(cp, n, cp.cuda.Device().synchronize) for n in SIZES]
 fig, ax = plt.subplots(figsize=(5, 3.5))
 for name, values in throughput.items():
     ax.loglog(SIZES, values, "o-", label=name)

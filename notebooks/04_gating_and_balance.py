@@ -57,7 +57,7 @@ B, D, N = 6, 10, 8
 u = xp.asarray(rng.standard_normal((B, D)))
 W_g = xp.asarray(rng.standard_normal((N, D)) / np.sqrt(D))
 W_n = xp.asarray(rng.standard_normal((N, D)) / np.sqrt(D))
-gamma = F.draw_gate_noise(rng, B, N, "shared")  # (B, 1), drawn on the host
+gamma = F.draw_gate_noise(SEED, B, N, "shared", xp=xp)  # (B, 1), drawn where the data lives
 clean = F.noisy_gate_logits(u, W_g)  # evaluation: no noise
 noisy = F.noisy_gate_logits(u, W_g, W_n, noise=gamma)
 weights, indices = F.topk_softmax(noisy, 3)
@@ -168,11 +168,11 @@ def train_mixture(alpha):
         loss.backward()
         with gs.no_grad():
             for p in params:
-                if p.grad is not None:  # components nobody selected get no gradient
+                if p.grad is not None:  # (a component nobody selected gets a zero gradient)
                     p.data -= 0.1 * p.grad.data
         losses.append(F.softmax_cross_entropy(logits, targets).item())  # the CE part, for the plot
         if (step + 1) % (STEPS // 3) == 0:  # three "epochs"
-            usage.append(mixture.usage_counts.copy())
+            usage.append(gs.to_cpu(mixture.usage_counts).copy())  # host memory, kept after the reset
             mixture.reset_usage()
     return np.array(usage), losses
 

@@ -12,8 +12,12 @@
 # The same training as notebook 05, with `backend="cupy"`: the model's parameters and
 # buffers move to the GPU (`model.to_gpu()`), each batch is copied there once, and every
 # forward/backward runs through CuPy with the same code. We compare throughput with NumPy
-# and check that both backends compute the same gradients. Without a GPU every cell still
-# runs: the GPU parts print why they were skipped and the comparison shows NumPy alone.
+# and check that both backends compute the same gradients -- and, because dropout masks and
+# gating noise come from counter-based generators that give the same numbers on both backends
+# (`gmsop_np/random.py`), the same training run. Without a GPU every cell still runs: the GPU
+# parts print why they were skipped and the comparison shows NumPy alone. (With
+# `GMSOP_NP_SIMULATE_GPU=1` they run on the CPU stand-in for CuPy, which checks that data moves
+# only explicitly; its "throughput" is the CPU's.)
 
 # %% tags=["parameters"]
 BACKEND = "numpy"  # the backend of the reference run; the GPU run always uses "cupy"
@@ -36,16 +40,17 @@ import numpy as np
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.data import normalize
+from gmsop_np.testing import simulating
 from gmsop_np.train import TrainConfig, Trainer
 
 HAS_GPU = gs.cupy_available()
-print(
-    "GPU:",
-    "available -- the CuPy runs happen"
-    if HAS_GPU
-    else "not available (CuPy missing or no CUDA device) -- the CuPy cells print this and skip.\n"
-    "On a GPU machine: pip install -e '.[gpu]' and re-run this notebook.",
-)
+if HAS_GPU:
+    print("GPU: available -- the CuPy runs happen" + (" on the CPU stand-in for CuPy" if simulating() else ""))
+else:
+    print(
+        "GPU: not available (CuPy missing or no CUDA device) -- the CuPy cells print this and skip.\n"
+        "On a GPU machine: pip install -e '.[gpu-cuda12]' (or gpu-cuda13; README, section 'GPU') and re-run."
+    )
 figure_dir = Path(FIGURE_DIR)
 figure_dir.mkdir(parents=True, exist_ok=True)
 run_root = figure_dir / "06_runs"
@@ -129,7 +134,9 @@ else:
 for name, value in throughput.items():
     print(f"{name:6} {value:8.0f} images/s")
 if "cupy" in throughput:
-    print(f"speed-up: {throughput['cupy'] / throughput['numpy']:.1f}x")
+    print(f"speed-up: {throughput['cupy'] / throughput['numpy']:.1f}x" + (" (a CPU stand-in)" if simulating() else ""))
+    losses = {name: run.history[-1]["train_loss"] for name, run in (("numpy", cpu_run), ("cupy", gpu_run))}
+    print("training loss of the epoch, the same masks and noise on both:", losses)
 
 fig, ax = plt.subplots(figsize=(4.5, 3.2))
 ax.bar(list(throughput), list(throughput.values()), color=["tab:blue", "tab:green"][: len(throughput)])
@@ -149,6 +156,7 @@ if HAS_GPU:
     assert abs(loss_gpu - loss_cpu) < 1e-8 * max(1.0, abs(loss_cpu))
     assert parity < 1e-6, f"NumPy and CuPy gradients differ by {parity:.2e}"
     assert np.isfinite(gpu_run.history[-1]["train_loss"]) and throughput["cupy"] > 0
+    assert abs(losses["cupy"] - losses["numpy"]) < 1e-3 * abs(losses["numpy"]), "one run, two backends"
 else:
     assert parity is None and set(throughput) == {"numpy"}
 assert (figure_dir / "06_throughput.png").stat().st_size > 0

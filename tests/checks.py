@@ -22,3 +22,22 @@ def hessian_vector_products(scalar_fn, x0, v, step=1e-6):
     F.sum(g * gs.Tensor(v)).backward()
     numeric = (gradient(x0 + step * v)[1].data - gradient(x0 - step * v)[1].data) / (2 * step)
     return x.grad.data, numeric
+
+
+def splitmix64_words(seed, n, start=0):
+    """Words ``start .. start+n-1`` of the SplitMix64 stream of ``seed`` as Python ints, written from
+    the published algorithm (Steele, Lea & Flood 2014) with plain integers: the oracle of
+    ``gmsop_np.random.CounterRNG``, whose stream starts from the state mix(seed)."""
+    mask = (1 << 64) - 1
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    state, words = mix(seed), []
+    for i in range(start + n):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        if i >= start:
+            words.append(mix(state))
+    return words

@@ -1,6 +1,10 @@
 """Backends: array-module dispatch, the default backend, device moves, and the
 refusal to mix host and device arrays."""
 
+import re
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -78,3 +82,46 @@ def test_moves_round_trip_and_mixing_in_an_op_raises(xp):
     np.testing.assert_array_equal(gs.to_cpu(device).data, host)
     with pytest.raises(TypeError, match="cannot mix"):
         F.add(device, gs.Tensor(host))
+
+
+# ----- installing for a GPU ----------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_one_gpu_extra_per_cuda_major_each_with_its_cuda_libraries():
+    """gpu-cuda12 / gpu-cuda13 install exactly one CuPy 14 for that CUDA, with its CUDA libraries from pip
+    ([ctk]); there is no ambiguous `gpu` extra that would put a CUDA 12 CuPy beside a CUDA 13 one."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["gpu-cuda12"] == ["cupy-cuda12x[ctk]>=14,<15"]
+    assert extras["gpu-cuda13"] == ["cupy-cuda13x[ctk]>=14,<15"]
+    assert not [name for name in extras if name.startswith("gpu") and name not in ("gpu-cuda12", "gpu-cuda13")]
+    cupy_packages = [req for name, reqs in extras.items() for req in reqs if req.startswith("cupy")]
+    assert len(cupy_packages) == 2, "no other extra may pull a CuPy"
+
+
+def test_the_readme_gpu_section_says_which_extra_to_pick_and_every_install_hint_names_a_real_extra():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## GPU\n", 1)[1].split("\n## ", 1)[0]
+    for needed in (
+        "nvidia-smi",
+        "CUDA Version: 13.x",
+        'pip install -e ".[app,gpu-cuda13]"',
+        "CUDA Version: 12.x",
+        'pip install -e ".[app,gpu-cuda12]"',
+        "[ctk]",
+        "import cupy",
+        "cupy_available()",
+        "--backend cupy",
+    ):
+        assert needed in section, f"README section GPU lacks {needed!r}"
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    sources = [
+        ROOT / "README.md",
+        ROOT / "CONTRIBUTING.md",
+        *ROOT.glob("notebooks/*.py"),
+        *ROOT.glob("gmsop_np/**/*.py"),
+    ]
+    for path in sources:
+        for hint in re.findall(r"\.\[([\w,-]+)\]", path.read_text()):
+            unknown = set(hint.split(",")) - extras
+            assert not unknown, f"{path.relative_to(ROOT)} names the extra(s) {unknown}, which pyproject.toml lacks"

@@ -6,6 +6,7 @@ import pytest
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.core import ArrayFunction, Function
+from gmsop_np.testing import device_sim, simulated_gpu
 
 
 def leaf(values, dtype=np.float64):
@@ -266,3 +267,18 @@ def test_tensor_operators_are_defined_on_the_class_itself():
     """core.py shows a Tensor with its operators: nothing is attached from elsewhere at import time."""
     for name in ("__add__", "__mul__", "__matmul__", "__getitem__", "sum", "reshape", "T"):
         assert name in vars(gs.Tensor), name
+
+
+def test_backward_copies_a_leaf_gradient_only_when_it_is_shared():
+    """Each parameter's gradient array is its own (no copy needed: one array operation per parameter saved);
+    shared arrays (a + b, the caller's seed) are still copied, see the two tests above."""
+    with simulated_gpu(), gs.using_backend("cupy"):
+        params = [gs.Parameter(device_sim.full((3,), float(i + 1), dtype=np.float32)) for i in range(4)]
+        loss = F.sum(params[0] * params[1]) + F.sum(params[2] * params[3] * 2.0)
+        with device_sim.counting() as counts:
+            loss.backward()
+    engine_copies = [e for e in counts.events if e.site.startswith("gmsop_np/core.py") and e.name == "copy"]
+    assert not engine_copies, counts.summary()
+    np.testing.assert_array_equal(params[1].grad.data.get(), [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(params[3].grad.data.get(), [6.0, 6.0, 6.0])
+    assert counts.copies_to_device == 0, "Python scalars (2.0) are filled on the device, not copied there"

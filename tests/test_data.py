@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import gmsop_np as gs
 from gmsop_np.data import (
     TEXTURE_CLASS_AXES,
     ArrayDataset,
@@ -27,6 +28,7 @@ from gmsop_np.data import (
     make_loader,
     make_textures,
 )
+from gmsop_np.testing import device_sim
 
 
 # ----- textures ------------------------------------------------------------------------------------
@@ -400,3 +402,27 @@ def test_places365_corrupt_image_names_the_file(places_dir):
     ds = Places365(str(places_dir), "val")
     with pytest.raises(DataFormatError, match="Places365_val_00000002.jpg.*line 2"):
         ds.load([0, 1])
+
+
+def test_uint8_images_travel_as_uint8_and_are_normalised_on_the_backend(xp):
+    """A quarter of the bytes of float32 cross to the device; the loader normalises there, in its dtype,
+    with constants copied once (not per batch)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 3, 4, 4), dtype=np.uint8)
+    ds = ArrayDataset(images, np.arange(6) % 3, num_classes=3, mean=[100.0, 120.0, 140.0], std=[50.0, 60.0, 70.0])
+    loader = DataLoader(ds, 3, prefetch=0)
+    host, _ = loader.make_batch(np.arange(3), 0, 0)
+    assert host.dtype == np.uint8, "the host batch is not converted to float"
+    expected = (images - ds.mean[None, :, None, None]) / ds.std[None, :, None, None]
+    batches = []
+    with device_sim.counting() as counts:
+        for x, y in loader:
+            assert isinstance(x, xp.ndarray) and x.dtype == np.float32 and y.dtype == np.int64
+            batches.append(gs.to_cpu(x))
+    np.testing.assert_allclose(np.concatenate(batches), expected, rtol=1e-6, atol=1e-6)
+    if xp is device_sim:  # images and labels per batch, plus the two constants once
+        assert counts.copies_to_device == 2 * len(loader) + 2, counts.summary()
+        assert [name for name, _ in counts.operations("launch")] == ["multiply", "subtract"]
+    float64 = next(iter(DataLoader(ds, 3, dtype=np.float64, prefetch=0)))[0]
+    assert float64.dtype == np.float64
+    np.testing.assert_allclose(gs.to_cpu(float64), expected[:3], rtol=1e-12)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import gmsop_np as gs
 import gmsop_np.functional as F
+from gmsop_np.testing import device_sim, simulated_gpu
 
 from strategies import arrays, topk_indices, topk_weights
 
@@ -237,3 +238,67 @@ def test_backend_parity(xp, rng):
     )
     np.testing.assert_allclose(gs.to_cpu(got.data), ref.data, rtol=1e-12)
     np.testing.assert_array_equal(plan.counts, ref_plan.counts)
+
+
+# ----- the routed mixture (§7: eqs. (10)-(13)) ---------------------------------------------------------
+def _routed_linear_bank(weights):
+    """bank(rows, route) for components x -> x @ W_i, with each row's W gathered by the one-hot route (eq. (10))."""
+
+    def bank(rows, route):
+        n, c_in, c_out = weights.shape
+        per_row = F.reshape(F.matmul(gs.Tensor(route), F.reshape(weights, (n, c_in * c_out))), (-1, c_in, c_out))
+        return F.reshape(F.matmul(F.reshape(rows, (rows.shape[0], 1, c_in)), per_row), (rows.shape[0], c_out))
+
+    return bank
+
+
+@given(problem=topk_indices(batch=(1, 6), n=(2, 7)))
+def test_route_matrix_is_the_one_hot_of_the_slot_order_eq10(problem):
+    idx, n = problem
+    route, counts = F.route_matrix(idx, n, np.float32)
+    assert route.shape == (idx.size, n) and route.dtype == np.float32
+    for p, component in enumerate(idx.reshape(-1)):  # pair p = b K + k
+        assert route[p].tolist() == [1.0 if i == component else 0.0 for i in range(n)]
+    np.testing.assert_array_equal(counts, np.bincount(idx.reshape(-1), minlength=n))
+
+
+@given(problem=topk_weights(batch=(1, 5), n=(2, 5)), data=st.data())
+def test_routed_mixture_equals_the_sparse_one_with_its_gradients_eq13(problem, data):
+    """The same components run routed (one batched call, slot order) and sparse (sorted slices): equal
+    outputs and equal gradients for x, w and the stacked weights (whose VJP is eq. (12)); float64 FD check."""
+    w, idx, n = problem
+    x = data.draw(arrays((w.shape[0], 3), -1.0, 1.0))
+    W = data.draw(arrays((n, 3, 2), -1.0, 1.0))
+
+    def routed(xx, ww, WW):
+        return F.routed_mixture(xx, ww, idx, _routed_linear_bank(WW), tail=F.exp)[0]
+
+    def sparse(xx, ww, WW):
+        return F.sparse_mixture(xx, ww, idx, _linear_components([WW[i] for i in range(n)]), tail=F.exp)[0]
+
+    tensors = [gs.Tensor(a) for a in (x, w, W)]
+    np.testing.assert_allclose(routed(*tensors).data, sparse(*tensors).data, rtol=1e-12)
+    g_routed = gs.check_backward(routed, [x, w, W])
+    g_sparse = gs.check_backward(sparse, [x, w, W])
+    for a, b in zip(g_routed, g_sparse):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    _, counts = F.routed_mixture(gs.Tensor(x), gs.Tensor(w), idx, _routed_linear_bank(gs.Tensor(W)))
+    np.testing.assert_array_equal(counts, np.bincount(idx.reshape(-1), minlength=n))
+
+
+def test_routed_mixture_reads_nothing_back_from_the_device():
+    idx = np.array([[0, 2], [2, 1], [2, 0]])
+    rng = np.random.default_rng(0)
+    with simulated_gpu(), gs.using_backend("cupy"):
+        x, w = gs.Tensor(device_sim.asarray(rng.random((3, 4)))), gs.Tensor(device_sim.asarray(rng.random((3, 3))))
+        W, idx = gs.Tensor(device_sim.asarray(rng.random((3, 4, 2))), requires_grad=True), device_sim.asarray(idx)
+        with device_sim.counting() as counts:
+            y, _ = F.routed_mixture(x, w, idx, _routed_linear_bank(W))
+            y.backward(device_sim.ones(y.shape))
+    assert counts.syncs == 0 and counts.copies_to_device == 0, counts.summary()
+
+
+def test_routed_mixture_bad_input():
+    idx = np.array([[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match="same batch"):
+        F.routed_mixture(gs.Tensor(np.ones((3, 2))), gs.Tensor(np.full((2, 3), 0.5)), idx, lambda r, e: r)

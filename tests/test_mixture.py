@@ -16,8 +16,8 @@ import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.nn import mixture as mx
 from gmsop_np.nn.heads import HEADS
-from gmsop_np.nn.layers import GlobalAvgPool
-from gmsop_np.nn.module import Module
+from gmsop_np.nn.layers import Conv2d, GlobalAvgPool, ReLU
+from gmsop_np.nn.module import Module, Sequential
 
 
 # ----- helpers ------------------------------------------------------------------------------------
@@ -128,6 +128,44 @@ def test_sparse_equals_dense_eq8(rng):
     np.testing.assert_allclose(xs.grad.data, xd.grad.data, rtol=1e-10, atol=1e-13)
     for (name, _), a, b in zip(m.named_parameters(), g_sparse, grads()):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+# ----- the component bank (derivations/10_dispatch.md, eqs. (10)-(12)) ---------------------------------------
+def test_component_bank_is_n_separate_conv_relu_stacks(rng):
+    """Same initial weights as N separate Conv2d layers drawn in order, and row p runs through component route[p]."""
+    bank = mx.ComponentBank(3, (4, 5, 2), rng=7)
+    draws = np.random.default_rng(7)
+    stacks = [
+        [Conv2d(4, 5, 1, rng=draws), ReLU(), Conv2d(5, 2, 1, rng=draws), ReLU()] for _ in range(bank.num_components)
+    ]
+    for i, stack in enumerate(stacks):
+        np.testing.assert_array_equal(bank.W1.data[i], stack[0].W.data[:, :, 0, 0])
+        np.testing.assert_array_equal(bank.W2.data[i], stack[2].W.data[:, :, 0, 0])
+    rows = rng.standard_normal((5, 4, 2, 3)).astype(np.float32)
+    components = np.array([2, 0, 2, 1, 0])
+    route, _ = F.route_matrix(components[:, None], 3, np.float32)
+    got = bank(gs.Tensor(rows), route).data
+    for p, i in enumerate(components):
+        expected = Sequential(*stacks[i])(gs.Tensor(rows[p : p + 1])).data[0]
+        np.testing.assert_allclose(got[p], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bank[i](gs.Tensor(rows[p : p + 1])).data[0], expected, rtol=1e-5, atol=1e-6)
+    assert len(bank) == 3 and len(list(bank)) == 3 and bank.num_parameters() == 3 * (4 * 5 + 5 * 2)
+
+
+def test_component_bank_gradients_eq12(rng):
+    """float64 directional check of every stacked weight; a component nobody selected gets exactly 0 (not None)."""
+    bank = to_float64(mx.ComponentBank(4, (3, 4, 2), rng=1))
+    rows = rng.standard_normal((5, 3, 2, 2))
+    route, _ = F.route_matrix(np.array([[0], [2], [0], [3], [2]]), 4, np.float64)
+    check_parameter_grads(lambda: bank(gs.Tensor(rows), route), bank)
+    bank.zero_grad()
+    F.sum(bank(gs.Tensor(rows), route)).backward()
+    assert not bank.W1.grad.data[1].any() and not bank.W2.grad.data[1].any()
+    assert bank.W1.grad.data[0].any() and bank.W2.grad.data[3].any()
+    x = rng.standard_normal((5, 3, 2, 2))
+    gs.check_backward(lambda t: bank(t, route), [x])
+    with pytest.raises(ValueError, match=r"route \(R, 4\)"):
+        bank(gs.Tensor(rows), route[:, :3])
 
 
 # ----- the balance loss works (paper Fig. 2) ----------------------------------------------------------

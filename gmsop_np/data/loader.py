@@ -13,7 +13,9 @@ A *dataset* here is anything with
 ``DataLoader`` turns a dataset into batches: seeded shuffling, random
 horizontal flip, optional pad-and-crop / random crop (centre crop at
 evaluation), per-channel normalisation; batches are prepared in a background
-thread and handed out as arrays of the active backend (NumPy or CuPy).
+thread and handed out as arrays of the active backend (NumPy or CuPy). Images
+travel to the backend as stored (uint8: a quarter of the bytes of float32) and
+are normalised there, in the loader's dtype.
 
 Reproducibility and resuming: the visiting order of epoch ``e`` is drawn from
 ``default_rng([seed, e])`` and the augmentation of batch ``b`` of epoch ``e``
@@ -29,9 +31,9 @@ import threading
 
 import numpy as np
 
-from ..backend import default_xp
+from ..backend import default_xp, get_array_module
 
-__all__ = ["DataFormatError", "ArrayDataset", "DataLoader", "augment_batch", "normalize"]
+__all__ = ["DataFormatError", "ArrayDataset", "DataLoader", "augment_batch", "normalize", "channel_constants"]
 
 
 class DataFormatError(ValueError):
@@ -141,11 +143,22 @@ def _crop(images, size, rng, random: bool):
     return np.ascontiguousarray(cropped.transpose(0, 3, 1, 2))
 
 
+def channel_constants(mean, std, dtype=np.float32, xp=np):
+    """``(shift, scale)``, each (1, C, 1, 1) in ``dtype`` on backend ``xp``: normalise as (x - shift) * scale."""
+    mean = np.asarray(mean, dtype=np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(std, dtype=np.float64).reshape(1, -1, 1, 1)
+    return xp.asarray(mean.astype(dtype)), xp.asarray((1.0 / std).astype(dtype))
+
+
+def _normalise(images, shift, scale, dtype):
+    """(x - shift) * scale in ``dtype``: two array operations on the images' backend."""
+    return ((images - shift) * scale).astype(dtype, copy=False)
+
+
 def normalize(images, mean, std, dtype=np.float32):
-    """(x - mean_c) / std_c per channel, returned in ``dtype``."""
-    mean = np.asarray(mean, dtype=np.float64)[None, :, None, None]
-    std = np.asarray(std, dtype=np.float64)[None, :, None, None]
-    return ((images - mean) / std).astype(dtype)
+    """(x - mean_c) / std_c per channel, computed and returned in ``dtype`` on the images' backend."""
+    xp = get_array_module(images)
+    return _normalise(images, *channel_constants(mean, std, dtype, xp), dtype)
 
 
 class DataLoader:
@@ -194,6 +207,7 @@ class DataLoader:
         self.drop_last, self.dtype, self.prefetch = drop_last, np.dtype(dtype), int(prefetch)
         self.epoch = 0  # completed passes
         self.batch = 0  # batches already handed out in the current pass (for resuming)
+        self._channel_constants = {}  # (backend, dtype) -> (shift, scale) on that backend
 
     # ----- bookkeeping -------------------------------------------------------------
     def __len__(self):
@@ -217,11 +231,25 @@ class DataLoader:
         return rng.permutation(n)
 
     def make_batch(self, indices, epoch: int, batch: int):
-        """Load, augment and normalise one batch on the host: (x float, y int64)."""
+        """Load and augment one batch on the host, NOT normalised: (images, labels int64).
+
+        Integer images (uint8) keep their dtype, so the copy to the device moves a quarter of the
+        bytes of float32; float images are cast to the loader's dtype. ``__iter__`` normalises
+        them on the backend.
+        """
         images, labels = self.dataset.load(indices)
         rng = np.random.default_rng([self.seed, epoch, batch, 1])
         images = augment_batch(images, rng, flip=self.flip, pad=self.pad, crop=self.crop, train=self.train)
-        return normalize(images, self.dataset.mean, self.dataset.std, self.dtype), labels.astype(np.int64)
+        if images.dtype.kind == "f":
+            images = images.astype(self.dtype, copy=False)
+        return np.ascontiguousarray(images), labels.astype(np.int64)
+
+    def _constants(self, xp):
+        """The normalisation constants on backend ``xp``: copied there once, then reused."""
+        key = (xp.__name__, self.dtype)
+        if key not in self._channel_constants:
+            self._channel_constants[key] = channel_constants(self.dataset.mean, self.dataset.std, self.dtype, xp)
+        return self._channel_constants[key]
 
     def _host_batches(self, epoch: int, start: int):
         order = self.order(epoch)
@@ -231,13 +259,14 @@ class DataLoader:
     # ----- iteration -----------------------------------------------------------------
     def __iter__(self):
         xp = default_xp()  # read in the calling thread: the backend setting is thread-local
+        shift, scale = self._constants(xp)
         epoch, start = self.epoch, self.batch
         batches = self._host_batches(epoch, start)
         source = _Prefetcher(batches, self.prefetch) if self.prefetch > 0 else batches
         try:
-            for b, (x, y) in source:
+            for b, (images, y) in source:
                 self.batch = b + 1
-                yield xp.asarray(x), xp.asarray(y)
+                yield _normalise(xp.asarray(images), shift, scale, self.dtype), xp.asarray(y)
         finally:
             if isinstance(source, _Prefetcher):
                 source.close()

@@ -13,10 +13,9 @@ Numerical stability:
 
 from __future__ import annotations
 
-import numpy as np  # host random numbers for dropout masks (never inside forward/backward)
-
 from ..backend import get_array_module
 from ..core import Function, Tensor, as_tensor
+from ..random import as_counter_rng
 from .basic import exp, sum
 
 __all__ = ["relu", "sigmoid", "softplus", "dropout", "softmax", "log_softmax"]
@@ -126,12 +125,11 @@ def dropout(x, p=0.5, training=True, rng=None, mask=None):
     x : Tensor, any shape
     p : float in [0, 1) -- drop probability
     training : bool -- pass the layer's train/eval flag
-    rng : numpy.random.Generator or None -- where the mask comes from (a fresh
-        unseeded generator when None). The mask is drawn on the host and moved
-        to x's backend, so NumPy and CuPy runs with the same seed drop the same
-        entries.
+    rng : ``gmsop_np.random.CounterRNG``, an int seed, or None (unseeded) -- where the mask
+        comes from. The mask is drawn on x's backend (no host->device copy), and the same
+        seed drops the same entries on NumPy and on CuPy.
     mask : array of x's shape (1 = keep, 0 = drop), optional -- use this mask
-        instead of drawing one (``rng`` is then ignored).
+        instead of drawing one (``rng`` is then ignored; a host mask is copied to x's backend).
     """
     x = as_tensor(x)
     if not 0.0 <= p < 1.0:
@@ -140,21 +138,14 @@ def dropout(x, p=0.5, training=True, rng=None, mask=None):
         return x
     xp = get_array_module(x)
     if mask is None:
-        if rng is None:
-            rng = np.random.default_rng()
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(
-                f"dropout: rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
-            )
-        mask = rng.random(x.shape) >= p  # keep with probability 1 - p
+        mask = as_counter_rng(rng).bernoulli(x.shape, 1.0 - p, xp=xp)  # keep with probability 1 - p
     mask = mask.data if isinstance(mask, Tensor) else mask
     if tuple(mask.shape) != x.shape:
         raise ValueError(f"dropout: mask has shape {tuple(mask.shape)} but x has shape {x.shape}")
     if get_array_module(mask) is not xp:
-        mask = xp.asarray(mask)  # host -> device when x is on the GPU
-    scale = 1.0 / (1.0 - p)
-    scaled_mask = mask.astype(x.dtype) * xp.asarray(scale, dtype=x.dtype)
-    return Dropout(scaled_mask)(x)
+        mask = xp.asarray(mask)  # an explicit host mask for device data: copied once
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    return Dropout(xp.where(mask, scale, x.dtype.type(0)))(x)
 
 
 # ----- softmax and log-softmax -----------------------------------------------------------------

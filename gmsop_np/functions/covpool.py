@@ -41,7 +41,7 @@ class CovPool(Function):
         centred = features - features.mean(axis=2, keepdims=True)  # eq. (1): X_c = X − μ1ᵀ
         # eq. (2): Σ = (1/L) X_c X_cᵀ  (batched matmul, never the L×L centring matrix)
         sigma = xp.matmul(centred, xp.swapaxes(centred, 1, 2))
-        return sigma / xp.asarray(length, dtype=x.dtype)
+        return sigma / length  # a Python number: a kernel argument, no host -> device copy
 
     def backward(self, gsigma):
         x = self.inputs[0]

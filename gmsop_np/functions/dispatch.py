@@ -42,6 +42,9 @@ __all__ = [
     "select_slot_weights",
     "split_rows",
     "sparse_mixture",
+    "combine_slots",
+    "route_matrix",
+    "routed_mixture",
 ]
 
 
@@ -224,11 +227,64 @@ def combine(y, weights, plan: DispatchPlan):
             f"combine: weights have batch size {weights.shape[0]} but the plan routes {b} "
             "samples; feed the gate and the components the same batch"
         )
+    return combine_slots(permute_rows(y, plan.inverse, plan.order), weights, plan.indices)  # undo the sort
+
+
+def combine_slots(y, weights, indices):
+    """Weighted sum over the K slots of rows in *slot order* (row b*K + k = slot k of sample b):
+    (B*K, ...), (B, N), (B, K) -> (B, ...).
+
+    $$y_b = \\sum_k \\omega_{b,k} Z_{b,k}$$, $\\omega_{b,k} = w_{b, i_{bk}}$ (derivations/10_dispatch.md, eq. (6)).
+    """
+    y = as_tensor(y)
+    b, k = indices.shape
     rest = tuple(y.shape[1:])
-    slots = basic.reshape(permute_rows(y, plan.inverse, plan.order), (b, k) + rest)  # undo the sort
-    ws = select_slot_weights(weights, plan.indices)  # (B, K)
-    ws = basic.reshape(ws, (b, k) + (1,) * len(rest))
+    slots = basic.reshape(y, (b, k) + rest)
+    ws = basic.reshape(select_slot_weights(weights, indices), (b, k) + (1,) * len(rest))
     return basic.sum(slots * ws, axis=1)
+
+
+# ----- the routed mixture: every slot through its component in one batched call ---------------------
+def route_matrix(indices, num_components: int, dtype):
+    """The one-hot routing matrix E (B*K, N) of the (sample, slot) pairs in slot order, and its
+    column sums (N,) int64 = rows per component, both on the indices' backend.
+
+    $E_{p,i} = 1$ if pair $p = bK + k$ selected component $i$ (derivations/10_dispatch.md, eq. (10)).
+    Built with a comparison, not ``bincount`` (which reads values back from a GPU).
+    """
+    idx = indices.data if isinstance(indices, Tensor) else indices
+    xp = get_array_module(idx)
+    hits = idx.reshape(-1, 1) == xp.arange(num_components)
+    return hits.astype(dtype), hits.sum(axis=0)
+
+
+def routed_mixture(x, weights, indices, bank, tail=None):
+    """y[b] = sum_k w[b, i_bk] * tail(M_{i_bk}(x[b])) with every (sample, slot) row run through its
+    component in one batched call of ``bank`` (derivations/10_dispatch.md, eqs. (10)-(13)).
+
+    Parameters
+    ----------
+    x : Tensor (B, ...); weights : Tensor (B, N); indices : (B, K) integer Tensor/array (``topk_softmax``).
+    bank : callable ``bank(rows, route)`` -> rows: runs component i on row p where ``route[p, i] = 1``
+        (``route`` the (B*K, N) one-hot matrix of ``route_matrix``), e.g. ``nn.ComponentBank``.
+    tail : optional parameter-free callable run once on all B*K rows (as in ``sparse_mixture``).
+
+    Returns ``(y, counts)``: the (B, D) mixture and the samples each component received ((N,) int64
+    on x's backend). Unlike ``sparse_mixture`` nothing is sorted or sliced, so nothing is read
+    from the device.
+    """
+    x, weights = as_tensor(x), as_tensor(weights)
+    idx = indices.data if isinstance(indices, Tensor) else indices
+    if weights.ndim != 2 or idx.ndim != 2 or x.shape[0] != weights.shape[0] or idx.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"routed_mixture: x {tuple(x.shape)}, weights {tuple(weights.shape)} (B, N) and indices "
+            f"{tuple(idx.shape)} (B, K) must describe the same batch; feed the gate and the components the same batch"
+        )
+    route, counts = route_matrix(idx, weights.shape[1], x.dtype)
+    rows = bank(_repeat_slots(x, idx.shape[1]), route)  # eq. (11): row bK + k holds x_b
+    if tail is not None:
+        rows = tail(rows)
+    return combine_slots(rows, weights, idx), counts  # eq. (13)
 
 
 # ----- the whole sparse mixture ------------------------------------------------------------------

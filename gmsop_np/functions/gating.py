@@ -6,8 +6,8 @@ Three steps turn gating features ``u`` (B, D) into mixture weights (B, N):
 2. ``topk_softmax``       keep the K largest logits, softmax over them  (Eq. 3)
 3. ``balance_loss``       alpha * CV^2 of the per-component importance  (Eq. 4)
 
-``draw_gate_noise`` draws gamma on the host from a seeded ``numpy.random.Generator``
-so runs are reproducible and NumPy / CuPy runs see the same numbers.
+``draw_gate_noise`` draws gamma on the data's backend from a seeded ``CounterRNG``
+(``gmsop_np/random.py``), so runs are reproducible and NumPy / CuPy runs see the same numbers.
 
 Derivations: derivations/08_gating.md (Eqs. 2-3) and derivations/09_balance_loss.md (Eq. 4).
 """
@@ -19,6 +19,7 @@ import numpy as np
 from .._checks import check_finite, check_float_dtype, check_int, check_nonnegative, check_number
 from ..backend import get_array_module
 from ..core import Function, Tensor, as_tensor
+from ..random import as_counter_rng
 from . import basic
 from .activation import softplus
 
@@ -35,18 +36,18 @@ def _data(x):
 
 
 # ----- noisy logits (Eq. 2) ---------------------------------------------------------------
-def draw_gate_noise(rng: np.random.Generator, batch_size: int, num_components: int, mode: str = "shared") -> np.ndarray:
-    """gamma ~ N(0, 1) drawn on the host: (B, 1) for ``mode="shared"``, (B, N) for "independent".
+def draw_gate_noise(rng, batch_size: int, num_components: int, mode: str = "shared", dtype=np.float64, xp=None):
+    """gamma ~ N(0, 1): (B, 1) for ``mode="shared"``, (B, N) for "independent", drawn on ``xp``
+    (default: the current backend) from ``rng`` (a ``gmsop_np.random.CounterRNG`` or an int seed).
 
-    The (B, 1) column broadcasts over the N logits in ``noisy_gate_logits``.
+    The (B, 1) column broadcasts over the N logits in ``noisy_gate_logits``. The same seed gives
+    the same numbers on NumPy and on CuPy (``gmsop_np/random.py``).
     """
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a numpy.random.Generator, got {type(rng).__name__}; use numpy.random.default_rng(seed)"
-        )
+    rng = as_counter_rng(rng)  # a TypeError for anything else (e.g. a numpy Generator)
     if mode not in NOISE_MODES:
         raise ValueError(f"unknown noise mode {mode!r}; choose one of {NOISE_MODES}")
-    return rng.standard_normal((batch_size, 1 if mode == "shared" else num_components))
+    shape = (batch_size, 1 if mode == "shared" else num_components)
+    return rng.standard_normal(shape, dtype, xp=xp)
 
 
 def noisy_gate_logits(u, W_g, W_n=None, noise=None):

@@ -110,12 +110,11 @@ class NewtonSchulzSqrt(ArrayFunction):
     def forward(self, sigma):
         xp = get_array_module(sigma)
         dtype = sigma.dtype
-        three_eye = 3 * xp.eye(sigma.shape[-1], dtype=dtype)
-        half = xp.asarray(0.5, dtype=dtype)
-
-        self.t = _batch_trace(xp, sigma)[:, None, None] + xp.asarray(self.eps, dtype=dtype)
+        three_eye = xp.eye(sigma.shape[-1], dtype=dtype) * 3
+        # Python numbers (0.5, eps) are kernel arguments: no host -> device copy, and the dtype is kept
+        self.t = _batch_trace(xp, sigma)[:, None, None] + self.eps
         self.a = sigma / self.t  # eq. (1)
-        self.ys, self.zs, self.ts = coupled_newton_schulz(self.a, self.num_iters, xp.matmul, half, three_eye)
+        self.ys, self.zs, self.ts = coupled_newton_schulz(self.a, self.num_iters, xp.matmul, 0.5, three_eye)
         self.p = self.ys[-1]  # eq. (4): P = Y_N
         return xp.sqrt(self.t) * self.p  # eq. (6)
 
@@ -234,7 +233,7 @@ class EigSqrt(ArrayFunction):
         xp = get_array_module(a)
         sym = 0.5 * (a + _mT(a))  # eq. (1)
         lam, u = batched_eigh(xp, sym)
-        lam = xp.maximum(lam, xp.asarray(0, dtype=lam.dtype))  # eq. (2)
+        lam = xp.maximum(lam, 0)  # eq. (2)
         s = xp.sqrt(lam)
         self.u, self.lam, self.s = u, lam, s
         return xp.matmul(u * s[:, None, :], _mT(u))  # eq. (3): U diag(s) Uᵀ
@@ -243,7 +242,7 @@ class EigSqrt(ArrayFunction):
         xp = get_array_module(gc)
         u, lam, s = self.u, self.lam, self.s
         dtype = gc.dtype
-        zero = xp.asarray(0, dtype=dtype)
+        zero = dtype.type(0)  # a NumPy scalar: a kernel argument, not a device array
 
         gsym = 0.5 * (gc + _mT(gc))
         m = xp.matmul(_mT(u), xp.matmul(gsym, u))  # eq. (4): M = Uᵀ sym(C̄) U

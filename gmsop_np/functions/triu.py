@@ -12,6 +12,10 @@ gradient 0 (derivations/05_covariance_pooling.md, eqs. (5)-(6)).
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 from .._checks import check_square_batch
 from ..backend import get_array_module
 from ..core import Tensor, as_tensor
@@ -32,5 +36,16 @@ def triu_vec(a) -> Tensor:
     """
     a = as_tensor(a)
     check_square_batch(a, "triu_vec")
-    rows, cols = get_array_module(a).triu_indices(a.shape[-1])
+    rows, cols = upper_triangle_indices(get_array_module(a), a.shape[-1])
     return getitem(a, (slice(None), rows, cols), unique=True)
+
+
+@functools.cache
+def upper_triangle_indices(xp, d: int):
+    """``(rows, cols)`` of the row-major upper triangle of a d x d matrix, as arrays of backend ``xp``.
+
+    Made once per (backend, d) and reused: on a GPU, ``cupy.triu_indices`` reads two boolean
+    masks back (two device synchronisations per call), and a copy of NumPy's indices costs two
+    host -> device copies -- once, instead of at every forward. The arrays are never written to.
+    """
+    return tuple(xp.asarray(i) for i in np.triu_indices(d))

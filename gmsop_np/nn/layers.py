@@ -31,6 +31,7 @@ from .. import functional as F
 from .._checks import check_int, check_int_pair, check_number
 from ..backend import default_xp
 from ..core import Parameter
+from ..random import CounterRNG
 from .module import Module
 
 __all__ = [
@@ -184,8 +185,9 @@ class Dropout(Module):
     """Inverted dropout: in training, zero each entry with probability ``p`` and scale
     the rest by 1/(1-p); the identity in evaluation.
 
-    The layer keeps its own generator (derived from ``rng`` at construction), so a
-    model built with a seed drops the same entries on every run.
+    The layer keeps its own ``CounterRNG`` (seeded from ``rng`` at construction), so a
+    model built with a seed drops the same entries on every run and on every backend; the
+    mask is drawn on the data's backend (``gmsop_np/random.py``).
     """
 
     def __init__(self, p=0.5, rng=None):
@@ -194,8 +196,8 @@ class Dropout(Module):
         if p == 1.0:
             raise ValueError("dropout probability p must be below 1 (p = 1 drops everything), got 1.0")
         self.p = float(p)
-        # a child generator: dropout draws during training do not disturb the init stream
-        self.rng = np.random.default_rng(as_rng(rng).integers(2**63))
+        # its own stream: dropout draws during training do not disturb the init stream
+        self.rng = CounterRNG(int(as_rng(rng).integers(2**63)))
 
     def forward(self, x):
         return F.dropout(x, self.p, training=self.training, rng=self.rng)

@@ -15,7 +15,8 @@
 * Noise (Eq. 2, training only): ``noise="shared"`` draws one gamma ~ N(0, 1) per
   sample for all N logits (the official release; the paper's gamma is a scalar),
   ``"independent"`` one per (sample, component) (Shazeer et al. 2017). gamma is
-  drawn on the host from the module's own seeded generator (``noise_rng``).
+  drawn on the data's backend from the module's own seeded ``CounterRNG`` (``noise_rng``,
+  ``gmsop_np/random.py``): the same numbers on NumPy and CuPy, saved in checkpoints.
 * Gate weights W_g, W_n (N, D): ``gate_init="constant"`` sets every entry to 1/D
   (the official release; all logits tie at first, and in training exact ties are
   broken at random, ``tie_break="random"``, so every component receives images
@@ -40,20 +41,25 @@ unless ``num_iters`` is given.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import functional as F
 from .._checks import check_choice, check_int, check_number
 from ..backend import default_xp, get_array_module
-from ..functions.dispatch import sparse_mixture
+from ..core import Tensor
+from ..functions.dispatch import routed_mixture, sparse_mixture
 from ..functions.gating import NOISE_MODES, balance_loss, draw_gate_noise, noisy_gate_logits, topk_softmax
 from ..presets import get_preset
+from ..random import CounterRNG
 from . import sop as _sop  # SR-SOP (looked up at construction time)
 from .heads import GAP_RECIPE, ClassifierHead, Recipe, register_head
 from .layers import BatchNorm2d, Conv2d, GlobalAvgPool, ReLU, _parameter, as_rng
 from .module import Module, ModuleList, Sequential
 
 __all__ = [
+    "ComponentBank",
     "GatedMixture",
     "AverageMixture",
     "GMSOP",
@@ -102,13 +108,89 @@ class _UsageMixin:
         self.usage_counts[...] = 0
 
 
+class ComponentBank(Module):
+    """N components of one architecture -- 1x1 convolutions (no bias), each followed by ReLU -- with
+    their weights stacked, run on routed rows as one batched product per layer.
+
+    ``ComponentBank(N, (C_0, C_1, ..., C_J))``: component i maps (C_0, h, w) -> (C_J, h, w) by
+    $h_j = \\mathrm{relu}(W_j^{(i)} h_{j-1})$ at every pixel; ``W_j`` is a Parameter (N, C_j, C_{j-1}).
+    ``bank(rows, route)``: rows (R, C_0, h, w), route (R, N) one-hot (``F.route_matrix``) ->
+    (R, C_J, h, w), row p through the component its route selects. The weights of every row are
+    gathered by a matrix product with the one-hot route, $W_{rows} = E W$, whose VJP
+    $\\bar W = E^\\top \\bar W_{rows}$ sums each component's rows in one deterministic GEMM (no
+    scatter-add); then each layer is one batched matmul (derivations/10_dispatch.md, eqs. (10)-(12)).
+    Compared with running N modules on sorted slices, nothing is read back from the device and
+    a layer is a few array operations whatever N is. ``bank[i]`` is component i alone (a callable on
+    (R, C_0, h, w), for references and plots). Initialisation: He fan-out per component, drawn in the
+    order N separate ``Conv2d`` layers would draw it.
+    """
+
+    def __init__(self, num_components, channels, rng=None):
+        super().__init__()
+        check_int(num_components, "num_components", 1)
+        channels = [check_int(c, "channels", 1) for c in channels]
+        if len(channels) < 2:
+            raise ValueError(f"a component needs at least one layer: channels (C_0, C_1, ...), got {channels}")
+        rng = as_rng(rng)
+        self.num_components, self.channels = int(num_components), tuple(channels)
+        shapes = list(zip(channels[1:], channels[:-1]))  # (C_j, C_{j-1}) per layer
+        draws = [
+            [rng.standard_normal(shape) * math.sqrt(2.0 / shape[0]) for shape in shapes]  # fan-out He init
+            for _ in range(num_components)
+        ]
+        for j in range(len(shapes)):
+            setattr(self, f"W{j + 1}", _parameter(np.stack([per_component[j] for per_component in draws])))
+
+    @property
+    def weights(self):
+        return [getattr(self, f"W{j + 1}") for j in range(len(self.channels) - 1)]
+
+    def forward(self, rows, route):
+        r, c, h, w = rows.shape
+        if c != self.channels[0] or tuple(route.shape) != (r, self.num_components):
+            raise ValueError(
+                f"ComponentBank expects rows (R, {self.channels[0]}, h, w) and a route (R, {self.num_components}); "
+                f"got {tuple(rows.shape)} and {tuple(route.shape)}"
+            )
+        route = Tensor(route.data if isinstance(route, Tensor) else route)
+        x = F.reshape(rows, (r, c, h * w))
+        for W in self.weights:
+            n, c_out, c_in = W.shape
+            per_row = F.reshape(F.matmul(route, F.reshape(W, (n, c_out * c_in))), (r, c_out, c_in))  # eq. (10)
+            x = F.relu(F.matmul(per_row, x))  # eq. (11)
+        return F.reshape(x, (r, self.channels[-1], h, w))
+
+    def __len__(self):
+        return self.num_components
+
+    def __getitem__(self, i):
+        i = check_int(i, "component index", 0, self.num_components - 1)
+
+        def component(rows):
+            x = F.reshape(rows, (rows.shape[0], rows.shape[1], -1))
+            for W in self.weights:
+                x = F.relu(F.matmul(W[i], x))
+            return F.reshape(x, (rows.shape[0], self.channels[-1]) + tuple(rows.shape[2:]))
+
+        return component
+
+    def __iter__(self):
+        return (self[i] for i in range(self.num_components))
+
+    def extra_repr(self):
+        return f"N={self.num_components}, channels={self.channels}"
+
+
 class GatedMixture(_UsageMixin, Module):
     """Sparsely gated mixture (paper Eqs. 1-3) of N components: (B, ...) -> (B, R).
 
     Parameters
     ----------
     gate_features : Module, (B, ...) -> (B, D): the gating "prediction layers" f(theta_g; X).
-    components : list of N Modules, (rows, ...) -> (rows, ...), samples treated independently.
+    components : a ``ComponentBank`` (every (sample, slot) row through its component in one batched
+        call, ``F.routed_mixture``: nothing read from the device), or a list of N Modules,
+        (rows, ...) -> (rows, ...), samples treated independently (sorted and sliced per component,
+        ``F.sparse_mixture``: one device read per step for the slice bounds).
     k : number of components per sample, 2 <= k <= N.
     gate_dim : D, the size of the gating features.
     tail : optional parameter-free Module run once on all B*K component outputs.
@@ -154,13 +236,13 @@ class GatedMixture(_UsageMixin, Module):
         self.noise, self.gate_init, self.alpha, self.ddof = noise, gate_init, float(alpha), int(ddof)
         self.tie_break = tie_break
         self.gate_features = gate_features
-        self.components = ModuleList(components)
+        self.components = components if isinstance(components, ComponentBank) else ModuleList(components)
         self.tail = tail
         value = 1.0 / gate_dim if gate_init == "constant" else 0.0
         self.W_g = _parameter(np.full((n, gate_dim), value))  # clean logits  (Eq. 2)
         self.W_n = _parameter(np.full((n, gate_dim), value))  # noise scale   (Eq. 2)
         # its own stream: gating noise does not disturb the initialisation stream
-        self.noise_rng = np.random.default_rng(rng.integers(2**63))
+        self.noise_rng = CounterRNG(int(rng.integers(2**63)))
         self.balance_loss = None
         self.last_indices = None  # (B, K) selected components of the last forward (array)
         self.last_weights = None  # (B, N) gating weights of the last forward (array)
@@ -183,22 +265,26 @@ class GatedMixture(_UsageMixin, Module):
                 "and the components must see the same batch"
             )
         priorities = None
-        if noise is None and self.training:
-            noise = draw_gate_noise(self.noise_rng, x.shape[0], self.num_components, self.noise)
+        if noise is None and self.training:  # drawn where u lives (no host -> device copy)
+            xp = get_array_module(u)
+            noise = draw_gate_noise(self.noise_rng, x.shape[0], self.num_components, self.noise, u.dtype, xp)
             if self.tie_break == "random":
-                shape = (x.shape[0], self.num_components)
-                priorities = get_array_module(u).asarray(self.noise_rng.random(shape))
+                priorities = self.noise_rng.words((x.shape[0], self.num_components), xp)
         logits = noisy_gate_logits(u, self.W_g, self.W_n, noise if self.training else None)
         weights, indices = topk_softmax(logits, self.k, tie_break=priorities)
         return weights, indices, logits
 
     def forward(self, x, noise=None):
         weights, indices, _ = self.gate(x, noise)
-        y, plan = sparse_mixture(x, weights, indices, list(self.components), tail=self.tail)
+        if isinstance(self.components, ComponentBank):
+            y, counts = routed_mixture(x, weights, indices, self.components, tail=self.tail)
+        else:
+            y, plan = sparse_mixture(x, weights, indices, list(self.components), tail=self.tail)
+            counts = plan.device_counts
         self.last_indices, self.last_weights = indices.data, weights.data
         if self.training:
             self.balance_loss = balance_loss(weights, self.alpha, self.ddof)
-            self.usage_counts += plan.device_counts
+            self.usage_counts += counts
         else:
             self.balance_loss = None
         return y
@@ -300,7 +386,7 @@ class GMSOP(GatedMixture):
         rng = as_rng(rng)
         dim = out * (out + 1) // 2
         gate = _sop_gate(in_channels, hidden, out, num_iters, rng)
-        components = [_sop_component(in_channels, hidden, out, rng) for _ in range(num_components)]
+        components = ComponentBank(num_components, (in_channels, hidden, out), rng=rng)  # _sop_component each
         super().__init__(
             gate,
             components,
@@ -346,7 +432,7 @@ class GMGAP(GatedMixture):
         check_int(num_components, "num_components", 2)
         rng = as_rng(rng)
         gate = Sequential(Conv2d(in_channels, width, 1, rng=rng), BatchNorm2d(width), ReLU(), GlobalAvgPool())
-        components = [_gap_component(in_channels, width, rng) for _ in range(num_components)]
+        components = ComponentBank(num_components, (in_channels, width), rng=rng)  # _gap_component each
         super().__init__(
             gate,
             components,

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..backend import get_array_module, is_array, to_cpu, to_gpu
 from ..core import Parameter, Tensor
+from ..random import CounterRNG
 
 __all__ = ["Module", "Sequential", "ModuleList", "LoadResult"]
 
@@ -200,11 +201,13 @@ class Module:
         return self._apply(lambda a: a.astype(dtype, copy=False) if a.dtype.kind == "f" else a)
 
     def named_generators(self):
-        """Yield ``(path, numpy.random.Generator)`` for every generator a module holds (dropout masks,
-        gating noise): their states are what a checkpoint must save to resume a run exactly."""
+        """Yield ``(path, generator)`` for every random generator a module holds (dropout masks,
+        gating noise): a ``gmsop_np.random.CounterRNG`` or a ``numpy.random.Generator``. Their states,
+        ``generator.bit_generator.state`` (get and set; for a CounterRNG ``{"seed", "counter"}``),
+        are what a checkpoint must save to resume a run exactly."""
         for path, module in self.named_modules():
             for name, value in vars(module).items():
-                if isinstance(value, np.random.Generator):
+                if isinstance(value, (CounterRNG, np.random.Generator)):
                     yield f"{path}:{name}" if path else f":{name}", value
 
     # ----- saving and loading ---------------------------------------------------------

@@ -11,6 +11,9 @@ for CuPy (its docstring says what it checks and what it cannot)::
 
 A subprocess or a notebook kernel gets the same with the environment variable
 ``GMSOP_NP_SIMULATE_GPU=1`` (read by ``gmsop_np.backend`` when it first needs CuPy).
+
+``gmsop_np.testing.step_budget`` counts one training step this way and holds its budget
+(``benchmarks/count_step.py``, ``tests/test_step_budget.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import contextlib
 from .. import backend
 from . import device_sim
 
-__all__ = ["device_module", "device_sim", "simulated_gpu"]
+__all__ = ["device_module", "device_sim", "simulated_gpu", "simulating"]
 
 
 @contextlib.contextmanager
@@ -36,3 +39,9 @@ def device_module(module):
 def simulated_gpu():
     """``with simulated_gpu(): ...`` runs the "cupy" backend on the stand-in inside the block."""
     return device_module(device_sim)
+
+
+def simulating() -> bool:
+    """Whether the "cupy" backend runs on the stand-in (inside ``simulated_gpu()``, or with
+    ``GMSOP_NP_SIMULATE_GPU=1``) rather than on CuPy and a GPU."""
+    return backend.cupy_available() and backend.get_cupy() is device_sim
