@@ -165,7 +165,7 @@ def _open(path):
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise
+        raise FileNotFoundError(f"no checkpoint file {path}") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise CheckpointError(
             f"{path}: not a readable gmsop_np checkpoint (truncated, corrupted or not an .npz archive): {exc}"

@@ -11,6 +11,7 @@ gradient is summed back to the input's shape (``sum_to``): the adjoint of
 
 from __future__ import annotations
 
+from .._checks import check_int
 from ..backend import get_array_module
 from ..core import Function, Tensor, as_tensor
 
@@ -319,9 +320,12 @@ def matmul(a, b):
 
 # ----- reductions ------------------------------------------------------------------
 def _normalize_axis(axis, ndim):
+    """``axis`` (None, an int or a tuple of ints, negatives counted from the end) as sorted non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for a in axes:
+        check_int(a, "axis", -ndim, ndim - 1)
     return tuple(sorted(a % ndim for a in axes))
 
 
@@ -545,8 +549,10 @@ def concatenate(xs, axis=0):
 def stack(xs, axis=0):
     """Stack along a new axis = add the axis to each input, then concatenate."""
     xs = [as_tensor(x) for x in xs]
+    if not xs:
+        raise ValueError("stack needs at least one tensor")
     ndim = xs[0].ndim + 1
-    axis = axis % ndim
+    axis = check_int(axis, "axis", -ndim, ndim - 1) % ndim
     return concatenate([reshape(x, x.shape[:axis] + (1,) + x.shape[axis:]) for x in xs], axis=axis)
 
 

@@ -10,7 +10,7 @@ that sum when a caller wants it.
 
 from __future__ import annotations
 
-from .._checks import check_index_range
+from .._checks import check_index_range, check_int
 from ..backend import default_xp, get_array_module, to_cpu
 from ..core import ArrayFunction, Tensor, as_tensor
 
@@ -146,6 +146,6 @@ def topk_error(logits, labels, k=1):
     are *not* counted as correct for every class at once.
     """
     logits = as_tensor(logits)
-    if logits.ndim == 2 and (not isinstance(k, int) or not 1 <= k <= logits.shape[1]):
-        raise ValueError(f"topk_error: k must be an int in 1..{logits.shape[1]}, got {k!r}")
+    if logits.ndim == 2:
+        check_int(k, "topk_error: k", 1, logits.shape[1])
     return float(to_cpu((_label_rank(logits, labels, "topk_error") >= k).mean()))
