@@ -204,6 +204,7 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, default=6, help="timed (gmsop_np, PyTorch) pairs")
     parser.add_argument("--threads", type=int, help="threads for every library (default: the libraries' own)")
     parser.add_argument("--profile", action="store_true", help="profile one gmsop_np step instead of comparing")
+    parser.add_argument("--cpu-clock", action="store_true", help="--profile with CPU time (busy machines)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -211,7 +212,7 @@ def main(argv=None):
         from profile_step import profile_report  # noqa: PLC0415
 
         step, _ = gmsop_step_fn(args.backend, args.batch or 32, args.size)
-        print(profile_report(step, threads=args.threads))
+        print(profile_report(step, threads=args.threads, cpu_clock=args.cpu_clock))
         return
     row = run(args.threads, args.pairs, args.warmup, args.backend, args.batch, args.size)
     print(format_row(row))

@@ -139,6 +139,7 @@ def main(argv=None):
     ap.add_argument("--pairs", type=int, default=8, help="timed (gmsop_np, PyTorch) pairs")
     ap.add_argument("--threads", type=int, help="threads for every library (default: the libraries' own)")
     ap.add_argument("--profile", action="store_true", help="profile one gmsop_np step instead of comparing")
+    ap.add_argument("--cpu-clock", action="store_true", help="--profile with CPU time (busy machines)")
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args(argv)
 
@@ -146,7 +147,7 @@ def main(argv=None):
         from profile_step import profile_report  # noqa: PLC0415
 
         model, opt, x, y = numpy_setup(args.batch, args.size, args.classes)
-        print(profile_report(lambda: numpy_step(model, opt, x, y), threads=args.threads))
+        print(profile_report(lambda: numpy_step(model, opt, x, y), threads=args.threads, cpu_clock=args.cpu_clock))
         return
     row = run(args.threads, args.pairs, args.warmup, args.batch, args.size, args.classes)
     print(format_row(row))

@@ -112,6 +112,7 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, default=10, help="timed (gmsop_np, PyTorch) pairs")
     parser.add_argument("--threads", type=int, help="threads for every library (default: the libraries' own)")
     parser.add_argument("--profile", action="store_true", help="profile one gmsop_np step instead of comparing")
+    parser.add_argument("--cpu-clock", action="store_true", help="--profile with CPU time (busy machines)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
 
@@ -119,7 +120,9 @@ def main(argv=None):
         from profile_step import profile_report  # noqa: PLC0415
 
         x, gv = make_inputs(args.batch, args.channels, args.size)
-        print(profile_report(lambda: gmsop_step(x, gv, args.iters, True), threads=args.threads))
+        print(
+            profile_report(lambda: gmsop_step(x, gv, args.iters, True), threads=args.threads, cpu_clock=args.cpu_clock)
+        )
         return
     row = run(args.threads, args.pairs, args.warmup, args.batch, args.channels, args.size, args.iters)
     print(format_row(row))

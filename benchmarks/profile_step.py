@@ -9,6 +9,12 @@ the data loader -- is reported as "outside Functions".
 Used by the benchmark scripts' ``--profile`` flag:
 
     python benchmarks/bench_resnet_cpu.py --profile --threads 1
+    python benchmarks/bench_resnet_cpu.py --profile --threads 1 --cpu-clock   # on a busy machine
+
+``--cpu-clock`` measures the process's CPU time instead of wall time. With one
+thread that is the time the step needed, whatever else the machine is running
+(waiting for a core is not counted), so single-thread profiles taken on a busy
+shared machine stay comparable; with several threads it adds up the threads.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from gmsop_np.core import Function
 
 
 @contextlib.contextmanager
-def function_timer():
+def function_timer(clock=time.perf_counter):
     """Collect {(Function name, 'forward'|'backward'): [calls, exclusive seconds]} while active."""
     totals = collections.defaultdict(lambda: [0, 0.0])
     stack = []  # child time accumulated for each open call
@@ -35,11 +41,11 @@ def function_timer():
     def timed(kind, method):
         def wrapper(self, *args, **kwargs):
             stack.append(0.0)
-            start = time.perf_counter()
+            start = clock()
             try:
                 return method(self, *args, **kwargs)
             finally:
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 children = stack.pop()
                 entry = totals[(type(self).__name__, kind)]
                 entry[0] += 1
@@ -57,14 +63,14 @@ def function_timer():
         Function.__call__, Function._run_backward = original_call, original_backward
 
 
-def function_table(step, repeats=3):
+def function_table(step, repeats=3, clock=time.perf_counter):
     """Per-Function exclusive time of ``step`` (averaged over ``repeats`` calls), as text."""
     step()  # warm-up: first calls allocate
-    with function_timer() as totals:
-        start = time.perf_counter()
+    with function_timer(clock) as totals:
+        start = clock()
         for _ in range(repeats):
             step()
-        wall = (time.perf_counter() - start) / repeats
+        wall = (clock() - start) / repeats
     rows = sorted(totals.items(), key=lambda kv: -kv[1][1])
     inside = sum(seconds for _, seconds in totals.values()) / repeats
     lines = [
@@ -78,10 +84,10 @@ def function_table(step, repeats=3):
     return "\n".join(lines)
 
 
-def cprofile_table(step, top=25):
+def cprofile_table(step, top=25, clock=time.perf_counter):
     """cProfile of one call of ``step``, the ``top`` entries by own time."""
     step()
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(clock)
     prof.enable()
     step()
     prof.disable()
@@ -90,7 +96,12 @@ def cprofile_table(step, top=25):
     return out.getvalue()
 
 
-def profile_report(step, threads=None, repeats=3, top=25):
-    """Both views of ``step`` with ``threads`` threads (see harness.set_threads)."""
+def profile_report(step, threads=None, repeats=3, top=25, cpu_clock=False):
+    """Both views of ``step`` with ``threads`` threads (see harness.set_threads).
+
+    ``cpu_clock``: time with the process's CPU time instead of the wall clock.
+    """
     set_threads(threads)
-    return function_table(step, repeats) + "\n\n" + cprofile_table(step, top)
+    clock = time.process_time if cpu_clock else time.perf_counter
+    header = f"clock: {'process CPU time' if cpu_clock else 'wall time'}, threads: {threads or 'default'}\n"
+    return header + function_table(step, repeats, clock) + "\n\n" + cprofile_table(step, top, clock)

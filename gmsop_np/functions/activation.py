@@ -37,7 +37,7 @@ class ReLU(Function):
 
     def backward(self, gy):
         y = self.output().data
-        return gy * Tensor((y > 0).astype(y.dtype))  # eq. (2)
+        return gy * Tensor(y > 0)  # eq. (2); the boolean mask multiplies without a float copy
 
 
 def relu(x):

@@ -3,32 +3,43 @@
 A convolution is a matrix product in disguise (derivations/02_convolution.md):
 
 1. ``im2col`` copies every receptive field of the (padded) input into one
-   column of a matrix ``X_col`` of shape ``(C_in kh kw, B Ho Wo)`` -- eq. (2);
-2. the whole convolution is then ONE matrix product with the weights reshaped
-   to ``W_mat (C_out, C_in kh kw)``: ``Y = W_mat X_col + b`` -- eq. (3);
+   column of a matrix ``X_col`` of shape ``(C_in kh kw, Ho Wo)`` per image -- eq. (2);
+2. the whole convolution is then a matrix product with the weights reshaped
+   to ``W_mat (C_out, C_in kh kw)``: ``Y_b = W_mat X_col,b + b`` for every image b -- eq. (3);
 3. the backward pass is two more matrix products and ``col2im``, the adjoint
    of ``im2col``, which adds each column back where it came from -- eqs. (4)-(7).
+   For stride 1 the input gradient is itself a convolution, of the padded output
+   gradient with the flipped kernel (eq. (11)): one more im2col and product.
 
 Speed notes (why the code looks the way it does):
 
-* The matrix products dominate and run in BLAS (NumPy) or cuBLAS (CuPy); the
-  copies around them are written with whole-array slicing. The only Python
-  loops run over the ``kh * kw`` kernel offsets, never over pixels or images.
-* The column matrix is laid out ``(C_in, kh, kw, B, Ho, Wo)`` so that it
-  reshapes to ``(C_in kh kw, B Ho Wo)`` without a copy; each kernel offset
-  ``(i, j)`` fills one contiguous block ``cols[:, i, j]``.
+* ``im2col`` is ONE strided view of the padded input (``as_strided``: every window
+  is a view, nothing moves) followed by ONE copy into the column layout; no
+  Python loop over pixels, images or kernel offsets.
+* The columns are laid out image by image, ``(B, C_in kh kw, Ho Wo)``, so that the
+  batched product ``W_mat @ X_col`` writes its result straight into the NCHW output
+  (no transpose) and the NCHW output gradient is already in the layout the
+  backward products want.
+* The columns are NOT kept for backward: backward builds them again (one copy,
+  cheaper than holding ``kh*kw`` times each input alive between forward and backward).
+* On the CPU the batch is processed in cache-sized parts spread over threads
+  (``functions/parallel.py``): each part's columns are used while still in cache,
+  and the copies run on every core. On the GPU the whole batch is one part, so
+  each step above is one kernel.
 * 1x1 convolutions need no im2col at all (each receptive field is a single
   pixel): they are a batched matrix product on the input itself -- eq. (8).
-* The columns are kept from forward for backward (memory for speed: about
-  ``kh*kw`` times the input's size per convolution while the graph is alive).
 """
 
 from __future__ import annotations
+
+import functools
+import operator
 
 import numpy as np
 
 from ..backend import get_array_module
 from ..core import Function, as_tensor
+from . import parallel
 from .basic import matmul, sum, swapaxes
 
 __all__ = ["conv2d", "linear"]  # im2col / col2im / conv_output_size: raw-array helpers, import from here
@@ -66,42 +77,80 @@ def _pad(x, ph, pw):
 
 
 def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0)):
-    """Receptive fields of ``x`` (B, C, H, W) as columns: (C, kh, kw, B, Ho, Wo).
+    """Receptive fields of ``x`` (B, C, H, W) as columns, image by image: (B, C, kh, kw, Ho, Wo).
 
-    ``cols[c, i, j, b, r, s] = x_pad[b, c, sh*r + i, sw*s + j]`` (eq. (2)).
-    Reshape to ``(C kh kw, B Ho Wo)`` (free: the array is contiguous).
+    ``cols[b, c, i, j, r, s] = x_pad[b, c, sh*r + i, sw*s + j]`` (eq. (2)).
+    ``cols[b].reshape(C kh kw, Ho Wo)`` is image b's block of columns ``X_col,b``
+    (free: the array is contiguous).
+
+    The right-hand side above IS a strided view of ``x_pad``: moving one step along
+    ``r`` moves ``sh`` rows in ``x_pad`` and one step along ``i`` moves one row, so
+    the row stride of ``x_pad`` serves both, scaled by ``sh`` for ``r``. The view is
+    made with ``as_strided`` and copied once.
     """
     xp = get_array_module(x)
     (sh, sw), (ph, pw) = stride, padding
     B, C, H, W = x.shape
     Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
-    # channels first, batch second: the block written per kernel offset is then
-    # exactly the layout the matrix product wants
-    x_pad = _pad(x, ph, pw).transpose(1, 0, 2, 3)
-    cols = xp.empty((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
-    for i in range(kh):  # loop over kernel offsets only (kh*kw slices,
-        for j in range(kw):  # each a strided copy of the whole batch)
-            cols[:, i, j] = x_pad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw]
-    return cols
+    x_pad = _pad(x, ph, pw)
+    step_b, step_c, step_h, step_w = x_pad.strides  # bytes per step along each axis
+    windows = xp.lib.stride_tricks.as_strided(
+        x_pad, shape=(B, C, kh, kw, Ho, Wo), strides=(step_b, step_c, step_h, step_w, sh * step_h, sw * step_w)
+    )
+    return xp.ascontiguousarray(windows)
 
 
 def col2im(cols, x_shape, stride=(1, 1), padding=(0, 0)):
     """Adjoint of :func:`im2col`: add each column entry back to its pixel (eq. (7)).
 
-    ``cols`` has shape (C, kh, kw, B, Ho, Wo); returns (B, C, H, W). Pixels
+    ``cols`` has shape (B, C, kh, kw, Ho, Wo); returns (B, C, H, W). Pixels
     covered by several receptive fields receive the sum of their entries;
-    entries that fell on the zero padding are dropped.
+    entries that fell on the zero padding are dropped. One strided ``+=`` per
+    kernel offset (i, j): within one offset the target pixels are distinct.
     """
     xp = get_array_module(cols)
     (sh, sw), (ph, pw) = stride, padding
-    C, kh, kw, B, Ho, Wo = cols.shape
+    B, C, kh, kw, Ho, Wo = cols.shape
     _, _, H, W = x_shape
     gx_pad = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
-    gx_pad_t = gx_pad.transpose(1, 0, 2, 3)  # a view in the columns' (C, B, ...) order
     for i in range(kh):
         for j in range(kw):
-            gx_pad_t[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += cols[:, i, j]
+            gx_pad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += cols[:, :, i, j]
     return gx_pad[:, :, ph : ph + H, pw : pw + W]
+
+
+def _column_matrices(x, kh, kw, stride, padding):
+    """im2col(x) as a stack of matrices X_col,b: (B, C kh kw, Ho Wo)."""
+    cols = im2col(x, kh, kw, stride, padding)
+    B, C, _, _, Ho, Wo = cols.shape
+    return cols.reshape(B, C * kh * kw, Ho * Wo)
+
+
+def _batch_parts(x, kh, kw, out_pixels):
+    """How to split a batch for the CPU threads: by the bytes of one image's columns."""
+    return parallel.pieces(x, x.shape[1] * kh * kw * out_pixels * x.itemsize)
+
+
+def _convolve(x, W, stride, padding, out=None):
+    """Eq. (3) image by image, ``Y_b = W_mat X_col,b``: x (B, C_in, H, W) -> (B, C_out, Ho, Wo).
+
+    The product writes straight into ``out`` (NCHW), part of the batch by part.
+    """
+    xp = get_array_module(x, W)
+    B, _, H, W_in = x.shape
+    C_out, _, kh, kw = W.shape
+    Ho = conv_output_size(H, kh, stride[0], padding[0])
+    Wo = conv_output_size(W_in, kw, stride[1], padding[1])
+    if out is None:
+        out = xp.empty((B, C_out, Ho, Wo), dtype=xp.result_type(x.dtype, W.dtype))
+    W_mat = W.reshape(C_out, -1)
+
+    def convolve_part(part):
+        y_part = out[part].reshape(-1, C_out, Ho * Wo)
+        xp.matmul(W_mat, _column_matrices(x[part], kh, kw, stride, padding), out=y_part)
+
+    parallel.run(convolve_part, _batch_parts(x, kh, kw, Ho * Wo), x)
+    return out
 
 
 # ----- convolution ------------------------------------------------------------------------
@@ -109,10 +158,11 @@ class Conv2d(Function):
     """2-D cross-correlation, NCHW: x (B, C_in, H, W), W (C_out, C_in, kh, kw), b (C_out,)
     -> y (B, C_out, Ho, Wo).
 
-    Forward:  $Y = W_{mat} X_{col} + b 1^\\top$ with $X_{col} = \\mathrm{im2col}(x)$.
-    VJP:      $\\bar W_{mat} = G X_{col}^\\top$, $\\bar b = G 1$,
-              $\\bar x = \\mathrm{col2im}(W_{mat}^\\top G)$.
-    See derivations/02_convolution.md, eq. (3) (forward) and eqs. (4)-(7) (VJP).
+    Forward:  $Y_b = W_{mat} X_{col,b} + b 1^\\top$ with $X_{col,b} = \\mathrm{im2col}(x)_b$.
+    VJP:      $\\bar W_{mat} = \\sum_b G_b X_{col,b}^\\top$, $\\bar b = \\sum_b G_b 1$,
+              $\\bar x = \\mathrm{col2im}(W_{mat}^\\top G)$, or for stride 1
+              $\\bar x = \\mathrm{conv}(G, \\tilde W)$ with the flipped kernel $\\tilde W$.
+    See derivations/02_convolution.md, eq. (3) (forward), eqs. (4)-(7) (VJP) and eq. (11).
     """
 
     differentiable_backward = False  # kernel-style: im2col / col2im on raw arrays
@@ -121,39 +171,54 @@ class Conv2d(Function):
         self.stride, self.padding = stride, padding
 
     def forward(self, x, W, b=None):
-        xp = get_array_module(x, W)
-        B = x.shape[0]
-        C_out, C_in, kh, kw = W.shape
-        self.x_shape = x.shape
-        cols = im2col(x, kh, kw, self.stride, self.padding)  # eq. (2)
-        _, _, _, _, Ho, Wo = cols.shape
-        self.cols = cols.reshape(C_in * kh * kw, B * Ho * Wo)  # saved for eq. (4)
-        y = xp.matmul(W.reshape(C_out, -1), self.cols)  # eq. (3): (C_out, B Ho Wo)
+        y = _convolve(x, W, self.stride, self.padding)  # eq. (3)
         if b is not None:
-            y += b[:, None]
-        # (C_out, B, Ho, Wo) -> NCHW, made contiguous for the layers that follow
-        return xp.ascontiguousarray(y.reshape(C_out, B, Ho, Wo).transpose(1, 0, 2, 3))
+            y += b.reshape(1, -1, 1, 1)
+        return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
         need_x, need_W = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
-        W = self.inputs[1].data
-        C_out = W.shape[0]
-        # G in the layout of eq. (3): (C_out, B Ho Wo)
-        G = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(C_out, -1)
-        gx = gW = gb = None
+        x, W = self.inputs[0].data, self.inputs[1].data
+        C_out, C_in, kh, kw = W.shape
+        B, _, Ho, Wo = gy.shape
+        G = gy.reshape(B, C_out, Ho * Wo)  # G_b: image b's output gradient in the layout of eq. (3)
+        gx = self._input_gradient(gy, W, x.shape) if need_x else None
+        gW = gb = None
         if need_W:
-            gW = xp.matmul(G, self.cols.T).reshape(W.shape)  # eq. (4)
+
+            def weight_gradient_part(part):  # eq. (4) on part of the batch: sum_b G_b X_col,b^T
+                cols = _column_matrices(x[part], kh, kw, self.stride, self.padding)
+                return xp.matmul(G[part], cols.transpose(0, 2, 1)).sum(axis=0)
+
+            parts = parallel.run(weight_gradient_part, _batch_parts(x, kh, kw, Ho * Wo), x)
+            gW = functools.reduce(operator.add, parts).reshape(W.shape)
         if need_b:
-            gb = G.sum(axis=1)  # eq. (5)
-        if need_x:
-            C_in, kh, kw = W.shape[1:]
-            B, _, Ho, Wo = gy.shape
-            g_cols = xp.matmul(W.reshape(C_out, -1).T, G)  # eq. (6)
-            g_cols = g_cols.reshape(C_in, kh, kw, B, Ho, Wo)
-            gx = col2im(g_cols, self.x_shape, self.stride, self.padding)  # eq. (7)
+            gb = G.sum(axis=(0, 2))  # eq. (5)
         return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
+
+    def _input_gradient(self, gy, W, x_shape):
+        """x̄ from the output gradient (B, C_out, Ho, Wo): eqs. (6)-(7), or eq. (11) for stride 1."""
+        xp = get_array_module(gy, W)
+        C_out, C_in, kh, kw = W.shape
+        (ph, pw) = self.padding
+        if self.stride == (1, 1) and ph < kh and pw < kw:
+            # eq. (11): a stride-1 convolution's input gradient is the convolution of G
+            # (padded by k - 1 - p) with the kernel flipped in space and transposed in channels
+            W_flipped = xp.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            return _convolve(gy, W_flipped, (1, 1), (kh - 1 - ph, kw - 1 - pw))
+        B, _, Ho, Wo = gy.shape
+        G = gy.reshape(B, C_out, Ho * Wo)
+        gx = xp.empty(x_shape, dtype=gy.dtype)
+        W_mat_T = W.reshape(C_out, -1).T
+
+        def input_gradient_part(part):
+            g_cols = xp.matmul(W_mat_T, G[part]).reshape(-1, C_in, kh, kw, Ho, Wo)  # eq. (6)
+            gx[part] = col2im(g_cols, (g_cols.shape[0],) + x_shape[1:], self.stride, self.padding)  # eq. (7)
+
+        parallel.run(input_gradient_part, parallel.pieces(gy, C_in * kh * kw * Ho * Wo * gy.itemsize), gy)
+        return gx
 
 
 class Conv2d1x1(Function):

@@ -29,6 +29,17 @@ def _reduce_axes(ndim):
     return (0,) + tuple(range(2, ndim))
 
 
+def _per_channel(x):
+    """x (B, C) or (B, C, H, W) as (B, C, P): a view; P = 1 for feature vectors."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _channel_dot(a, b):
+    """``sum(a * b)`` over every axis but the channel axis 1: (C,), without the product array."""
+    xp = get_array_module(a, b)
+    return xp.einsum("bcp,bcp->c", _per_channel(a), _per_channel(b))
+
+
 class BatchNormTrain(Function):
     """Batch norm with batch statistics: x (B, C) or (B, C, H, W), gamma, beta (C,).
 
@@ -38,6 +49,11 @@ class BatchNormTrain(Function):
               (m \\bar y - \\sum \\bar y - \\hat x \\sum \\bar y \\hat x)$,
               $\\bar \\gamma = \\sum \\bar y \\hat x$, $\\bar \\beta = \\sum \\bar y$.
     See derivations/03_batch_norm.md, eqs. (1)-(4) (forward) and eqs. (6)-(8) (VJP).
+
+    Passes over the data (each one array operation, one kernel on a GPU): forward
+    5 (sum, centre, sum of squares, scale, shift), backward 6. The centred input
+    $x - \\mu$ is kept for backward (not $\\hat x$: it is one multiplication away);
+    the per-channel sums of products need no temporary array (``_channel_dot``).
     """
 
     differentiable_backward = False  # the compact closed form works on raw arrays
@@ -47,33 +63,35 @@ class BatchNormTrain(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        axes, shape = _reduce_axes(x.ndim), _channel_shape(x.ndim)
-        self.mean = x.mean(axis=axes)  # eq. (1)
-        centred = x - self.mean.reshape(shape)
-        self.var = (centred * centred).mean(axis=axes)  # eq. (2), biased
+        shape = _channel_shape(x.ndim)
+        m = x.size // x.shape[1]  # values per channel
+        self.mean = _per_channel(x).sum(axis=(0, 2)) / m  # eq. (1)
+        self.centred = x - self.mean.reshape(shape)
+        self.var = _channel_dot(self.centred, self.centred) / m  # eq. (2), biased
         self.inv_std = 1 / xp.sqrt(self.var + xp.asarray(self.eps, dtype=x.dtype))
-        centred *= self.inv_std.reshape(shape)  # in place: saves a copy
-        self.x_hat = centred  # eq. (3)
-        y = self.x_hat * gamma.reshape(shape)
+        y = self.centred * (gamma * self.inv_std).reshape(shape)  # gamma x_hat, eq. (3)
         y += beta.reshape(shape)  # eq. (4)
         return y
 
     def backward(self, gy):
         need_x, need_gamma, need_beta = self.needs_input_grad
-        axes, shape = _reduce_axes(gy.ndim), _channel_shape(gy.ndim)
-        gamma = self.inputs[1].data
-        sum_gy = gy.sum(axis=axes)  # eq. (7): d beta
-        sum_gy_xhat = (gy * self.x_hat).sum(axis=axes)  # eq. (6): d gamma
+        shape = _channel_shape(gy.ndim)
+        gamma, s = self.inputs[1].data, self.inv_std
+        sum_gy = _per_channel(gy).sum(axis=(0, 2))  # eq. (7): d beta
+        sum_gy_centred = _channel_dot(gy, self.centred)
         gx = None
         if need_x:
             m = gy.size // gy.shape[1]  # values per channel
-            # eq. (8): gx = gamma inv_std / m * (m gy - sum gy - x_hat sum(gy x_hat))
-            scale = (gamma * self.inv_std / m).reshape(shape)
-            gx = self.x_hat * (-sum_gy_xhat).reshape(shape)  # built in place, term by term
-            gx += m * gy
-            gx -= sum_gy.reshape(shape)
-            gx *= scale
-        return gx, (sum_gy_xhat if need_gamma else None), (sum_gy if need_beta else None)
+            # eq. (8) with x_hat = s (x - mu), written per channel as a gy + k (x - mu) + q:
+            #   a = gamma s,  k = -gamma s^3 sum(gy (x - mu)) / m,  q = -gamma s sum(gy) / m
+            a = gamma * s
+            k = -a * s * s * sum_gy_centred / m
+            q = -a * sum_gy / m
+            gx = gy * a.reshape(shape)
+            gx += self.centred * k.reshape(shape)
+            gx += q.reshape(shape)
+        g_gamma = s * sum_gy_centred if need_gamma else None  # eq. (6): sum gy x_hat
+        return gx, g_gamma, (sum_gy if need_beta else None)
 
 
 class BatchNormEval(Function):

@@ -1,0 +1,169 @@
+"""Split batch work over CPU threads (NumPy); one piece, one kernel, on the GPU (CuPy).
+
+Why threads help on the CPU: NumPy releases the GIL inside BLAS calls, array
+copies and ufunc loops, so Python threads that each work on their own slice of
+a batch run on different cores at the same time. Two things are gained:
+
+* the copies and element-wise passes around the matrix products (im2col, col2im,
+  padding) run on every core, not only on one;
+* a slice of a few images is small enough to stay in the CPU caches between the
+  copy that builds it and the product that reads it.
+
+Stacked small matrices are the other case: ``numpy.matmul`` on a (B, d, d) stack
+makes one BLAS call per matrix, and OpenBLAS spreads each 128×128 product over
+its threads, paying a synchronisation per product; :func:`matmul` instead gives
+each thread its own part of the stack.
+
+While the threads run, the BLAS library is held to one thread per call (through
+``threadpoolctl`` when it is installed), so that ``n`` threads use ``n`` cores
+and not ``n`` times the BLAS threads.
+
+On CuPy nothing is split: :func:`pieces` returns the whole batch as one piece and
+:func:`run` calls the function once, so the GPU sees the same few large kernels
+as without this module.
+
+The number of threads defaults to the cores this process may use; set it with
+:func:`set_num_threads` or the environment variable ``GMSOP_NP_NUM_THREADS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..backend import get_array_module
+
+__all__ = ["get_num_threads", "set_num_threads", "pieces", "run", "matmul"]
+
+NUM_THREADS_ENV = "GMSOP_NP_NUM_THREADS"
+
+
+def _default_num_threads():
+    if os.environ.get(NUM_THREADS_ENV):
+        return max(1, int(os.environ[NUM_THREADS_ENV]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_num_threads = _default_num_threads()
+_pool = None  # created on first use, re-created when the thread count changes
+_pool_lock = threading.Lock()
+_inside = threading.local()  # set in worker threads: nested calls run serially
+
+
+def get_num_threads() -> int:
+    """Threads used for the CPU work split by this module."""
+    return _num_threads
+
+
+def set_num_threads(n) -> None:
+    """Use ``n`` threads (``None``: back to the default, all cores this process may use)."""
+    global _num_threads, _pool
+    n = _default_num_threads() if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads needs n >= 1, got {n}")
+    with _pool_lock:
+        if _pool is not None and n != _num_threads:
+            _pool.shutdown(wait=True)
+            _pool = None
+        _num_threads = n
+
+
+def _get_pool():
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_num_threads - 1, thread_name_prefix="gmsop-np")
+        return _pool
+
+
+# ----- the BLAS library's own threads ------------------------------------------------------
+def _blas_controller():
+    """A threadpoolctl controller for the loaded BLAS libraries, or None without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415  (optional)
+    except ImportError:
+        return None
+    return ThreadpoolController().select(user_api="blas")
+
+
+_blas = None
+_blas_ready = False
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """BLAS calls use one thread each while our own threads run (no effect without threadpoolctl)."""
+    global _blas, _blas_ready
+    if not _blas_ready:
+        _blas, _blas_ready = _blas_controller(), True
+    if _blas is None:
+        yield
+        return
+    with _blas.limit(limits=1):
+        yield
+
+
+# ----- splitting a batch -------------------------------------------------------------------------
+def _is_numpy(array) -> bool:
+    return get_array_module(array) is np
+
+
+def pieces(x, item_bytes, target_bytes=1 << 21):
+    """Slices that cover axis 0 of ``x``: the whole axis on CuPy, cache-sized parts on NumPy.
+
+    A NumPy part holds about ``target_bytes`` of working memory (``item_bytes``
+    per batch item), and there are at least as many parts as threads (when the batch
+    allows), so that every thread has work.
+    """
+    n = x.shape[0]
+    if not _is_numpy(x) or _num_threads == 1 and item_bytes * n <= target_bytes:
+        return [slice(0, n)]
+    per_part = max(1, min(target_bytes // max(1, item_bytes), -(-n // _num_threads)))
+    return [slice(start, min(start + per_part, n)) for start in range(0, n, per_part)]
+
+
+def run(fn, parts, like):
+    """``[fn(part) for part in parts]``, the parts spread over the threads when ``like`` is a NumPy array.
+
+    ``fn`` must only write to memory that belongs to its own part. Calls made from
+    inside ``fn`` (nested parallel work) run serially in the calling thread.
+    """
+    if len(parts) == 1 or _num_threads == 1 or not _is_numpy(like) or getattr(_inside, "active", False):
+        return [fn(part) for part in parts]
+
+    def task(part):
+        _inside.active = True
+        try:
+            return fn(part)
+        finally:
+            _inside.active = False
+
+    with _single_threaded_blas():
+        futures = [_get_pool().submit(task, part) for part in parts[1:]]
+        first = task(parts[0])  # the calling thread works too
+        return [first] + [f.result() for f in futures]
+
+
+def matmul(a, b):
+    """``a @ b`` for stacks of matrices (..., n, k) @ (..., k, m), the stack split over threads.
+
+    Same result as ``xp.matmul(a, b)`` (each matrix product is computed by the same
+    BLAS routine); on CuPy, and for unstacked (2-D) operands, it *is* ``xp.matmul``.
+    """
+    if a.ndim < 3 or b.ndim < 3 or not _is_numpy(a) or _num_threads == 1:
+        return a @ b
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    a = np.broadcast_to(a, shape[:-2] + a.shape[-2:]).reshape(-1, *a.shape[-2:])
+    b = np.broadcast_to(b, shape[:-2] + b.shape[-2:]).reshape(-1, *b.shape[-2:])
+    out = np.empty((a.shape[0],) + shape[-2:], dtype=np.result_type(a, b))
+    step = -(-a.shape[0] // _num_threads)
+    parts = [slice(i, i + step) for i in range(0, a.shape[0], step)]
+    run(lambda p: np.matmul(a[p], b[p], out=out[p]), parts, out)
+    return out.reshape(shape)

@@ -1,0 +1,128 @@
+"""functions/parallel.py: batch splitting over CPU threads and the threaded stacked matmul.
+
+What must hold: the parts cover the batch exactly once, in order; results come back
+in the order of the parts; nested parallel calls run serially (no deadlock); the
+threaded matmul equals ``xp.matmul`` (same BLAS routine per matrix, so exactly);
+on a GPU array nothing is split.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import gmsop_np as gs
+from gmsop_np.functions import parallel
+
+
+@pytest.fixture
+def threads():
+    """Run with 2 threads (whatever the machine has), restoring the setting afterwards."""
+    before = parallel.get_num_threads()
+    parallel.set_num_threads(2)
+    yield 2
+    parallel.set_num_threads(before)
+
+
+def covered(parts, n):
+    return [i for p in parts for i in range(n)[p]]
+
+
+@given(n=st.integers(1, 40), item_bytes=st.integers(1, 5000), target=st.integers(1, 20000))
+def test_pieces_cover_the_batch_once_in_order(n, item_bytes, target):
+    parts = parallel.pieces(np.empty((n, 1)), item_bytes, target_bytes=target)
+    assert covered(parts, n) == list(range(n))
+    assert max(len(range(n)[p]) for p in parts) <= max(1, target // item_bytes)  # a part fits the target
+
+
+def test_pieces_give_every_thread_work(threads):
+    parts = parallel.pieces(np.empty((8, 3)), item_bytes=1, target_bytes=1 << 20)
+    assert len(parts) == 2 and covered(parts, 8) == list(range(8))
+
+
+def test_run_returns_results_in_part_order(threads):
+    parts = [slice(i, i + 1) for i in range(7)]
+    assert parallel.run(lambda part: part.start, parts, np.empty(7)) == list(range(7))
+
+
+def test_run_runs_parts_at_the_same_time(threads):
+    """Two parts that wait for each other finish only if two threads run them concurrently."""
+    both_started = threading.Barrier(2, timeout=10)
+    assert parallel.run(lambda part: both_started.wait() is not None, [slice(0, 1), slice(1, 2)], np.empty(2)) == [
+        True,
+        True,
+    ]
+
+
+def test_run_on_one_thread_stays_in_the_calling_thread():
+    before = parallel.get_num_threads()
+    parallel.set_num_threads(1)
+    try:
+        names = parallel.run(lambda part: threading.current_thread().name, [slice(0, 1), slice(1, 2)], np.empty(2))
+    finally:
+        parallel.set_num_threads(before)
+    assert names == [threading.current_thread().name] * 2
+
+
+def test_nested_run_runs_serially_without_deadlock(threads):
+    def inner(part):
+        return part.start
+
+    def outer(part):
+        return sum(parallel.run(inner, [slice(0, 1), slice(1, 2), slice(2, 3)], np.empty(3))) + part.start
+
+    assert parallel.run(outer, [slice(10, 11), slice(20, 21), slice(30, 31)], np.empty(3)) == [13, 23, 33]
+
+
+def test_run_reraises_errors_from_worker_threads(threads):
+    def fail_on_second(part):
+        if part.start == 1:
+            raise ArithmeticError("part 1 failed")
+        return part.start
+
+    with pytest.raises(ArithmeticError, match="part 1 failed"):
+        parallel.run(fail_on_second, [slice(0, 1), slice(1, 2)], np.empty(2))
+
+
+@pytest.mark.parametrize(
+    "a_shape, b_shape",
+    [
+        ((7, 5, 4), (7, 4, 3)),
+        ((2, 3, 5, 4), (3, 4, 6)),
+        ((5, 4), (9, 4, 2)),
+        ((9, 3, 4), (4, 2)),
+        ((1, 4, 4), (6, 4, 4)),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threaded_matmul_equals_matmul(a_shape, b_shape, dtype, threads, rng):
+    a, b = rng.standard_normal(a_shape).astype(dtype), rng.standard_normal(b_shape).astype(dtype)
+    got = parallel.matmul(a, b)
+    assert got.dtype == dtype and got.shape == np.matmul(a, b).shape
+    np.testing.assert_array_equal(got, np.matmul(a, b))  # the same BLAS call per matrix: bit for bit
+
+
+def test_threaded_matmul_accepts_transposed_views(threads, rng):
+    a = rng.standard_normal((6, 8, 8))
+    np.testing.assert_array_equal(parallel.matmul(a, a.swapaxes(-1, -2)), np.matmul(a, a.swapaxes(-1, -2)))
+
+
+def test_set_num_threads_validates_and_restores_default():
+    before = parallel.get_num_threads()
+    with pytest.raises(ValueError, match="n >= 1"):
+        parallel.set_num_threads(0)
+    parallel.set_num_threads(1)
+    assert parallel.get_num_threads() == 1
+    parallel.set_num_threads(None)
+    assert parallel.get_num_threads() >= 1
+    parallel.set_num_threads(before)
+
+
+def test_only_host_arrays_are_split(xp, threads):
+    """On the GPU one part = one kernel per step; on the CPU the parts feed the threads."""
+    parts = parallel.pieces(xp.zeros((64, 3)), item_bytes=10**9)
+    assert parts == ([slice(i, i + 1) for i in range(64)] if xp is np else [slice(0, 64)])
+    a = xp.asarray(np.random.default_rng(0).standard_normal((4, 3, 3)))
+    np.testing.assert_allclose(gs.to_cpu(parallel.matmul(a, a)), gs.to_cpu(xp.matmul(a, a)), rtol=1e-12)
