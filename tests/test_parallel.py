@@ -109,6 +109,15 @@ def test_threaded_matmul_accepts_transposed_views(threads, rng):
     np.testing.assert_array_equal(parallel.matmul(a, a.swapaxes(-1, -2)), np.matmul(a, a.swapaxes(-1, -2)))
 
 
+def test_without_threadpoolctl_everything_runs_in_the_calling_thread(monkeypatch):
+    """Without a way to hold BLAS to one thread, splitting would oversubscribe the cores."""
+    monkeypatch.setattr(parallel, "_blas", False)  # what a missing threadpoolctl leaves behind
+    monkeypatch.setattr(parallel, "_num_threads", None)
+    assert parallel.get_num_threads() == 1
+    with pytest.raises(ImportError, match="pip install threadpoolctl"):
+        parallel.set_num_threads(2)
+
+
 def test_set_num_threads_validates_and_restores_default():
     before = parallel.get_num_threads()
     with pytest.raises(ValueError, match="n >= 1"):

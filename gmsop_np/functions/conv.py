@@ -76,17 +76,14 @@ def _pad(x, ph, pw):
     return padded
 
 
-def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0)):
-    """Receptive fields of ``x`` (B, C, H, W) as columns, image by image: (B, C, kh, kw, Ho, Wo).
+def _windows(x, kh, kw, stride, padding):
+    """Every receptive field of ``x`` (B, C, H, W) as a strided VIEW: (B, C, kh, kw, Ho, Wo).
 
-    ``cols[b, c, i, j, r, s] = x_pad[b, c, sh*r + i, sw*s + j]`` (eq. (2)).
-    ``cols[b].reshape(C kh kw, Ho Wo)`` is image b's block of columns ``X_col,b``
-    (free: the array is contiguous).
-
-    The right-hand side above IS a strided view of ``x_pad``: moving one step along
-    ``r`` moves ``sh`` rows in ``x_pad`` and one step along ``i`` moves one row, so
-    the row stride of ``x_pad`` serves both, scaled by ``sh`` for ``r``. The view is
-    made with ``as_strided`` and copied once.
+    ``windows[b, c, i, j, r, s] = x_pad[b, c, sh*r + i, sw*s + j]`` (eq. (2)): one step
+    along ``r`` moves ``sh`` rows of ``x_pad`` and one step along ``i`` moves one row,
+    so both use the row stride of ``x_pad`` (the first scaled by ``sh``); likewise for
+    columns. Nothing is copied except the padding; the windows overlap in memory,
+    so the view is only ever read.
     """
     xp = get_array_module(x)
     (sh, sw), (ph, pw) = stride, padding
@@ -94,10 +91,20 @@ def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0)):
     Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
     x_pad = _pad(x, ph, pw)
     step_b, step_c, step_h, step_w = x_pad.strides  # bytes per step along each axis
-    windows = xp.lib.stride_tricks.as_strided(
+    return xp.lib.stride_tricks.as_strided(
         x_pad, shape=(B, C, kh, kw, Ho, Wo), strides=(step_b, step_c, step_h, step_w, sh * step_h, sw * step_w)
     )
-    return xp.ascontiguousarray(windows)
+
+
+def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0)):
+    """Receptive fields of ``x`` (B, C, H, W) as columns, image by image: (B, C, kh, kw, Ho, Wo).
+
+    ``cols[b, c, i, j, r, s] = x_pad[b, c, sh*r + i, sw*s + j]`` (eq. (2)): the strided
+    view of :func:`_windows`, copied once. ``cols[b].reshape(C kh kw, Ho Wo)`` is
+    image b's block of columns ``X_col,b`` (free: the array is contiguous).
+    """
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(_windows(x, kh, kw, stride, padding))
 
 
 def col2im(cols, x_shape, stride=(1, 1), padding=(0, 0)):
@@ -188,9 +195,13 @@ class Conv2d(Function):
         gW = gb = None
         if need_W:
 
-            def weight_gradient_part(part):  # eq. (4) on part of the batch: sum_b G_b X_col,b^T
-                cols = _column_matrices(x[part], kh, kw, self.stride, self.padding)
-                return xp.matmul(G[part], cols.transpose(0, 2, 1)).sum(axis=0)
+            def weight_gradient_part(part):
+                """Eq. (4) on part of the batch, as ONE product over its (image, pixel) columns."""
+                n = G[part].shape[0]
+                windows = _windows(x[part], kh, kw, self.stride, self.padding)  # (n, C_in, kh, kw, Ho, Wo)
+                X_col = xp.ascontiguousarray(windows.transpose(1, 2, 3, 0, 4, 5)).reshape(-1, n * Ho * Wo)
+                G_mat = xp.ascontiguousarray(G[part].transpose(1, 0, 2)).reshape(C_out, n * Ho * Wo)
+                return xp.matmul(G_mat, X_col.T)
 
             parts = parallel.run(weight_gradient_part, _batch_parts(x, kh, kw, Ho * Wo), x)
             gW = functools.reduce(operator.add, parts).reshape(W.shape)
@@ -235,40 +246,59 @@ class Conv2d1x1(Function):
     def __init__(self, stride):
         self.stride = stride
 
+    def _pixels(self, x):
+        """X_b for every image: the (strided) input as (B, C_in, Ho Wo); a view for stride 1."""
+        xp = get_array_module(x)
+        sh, sw = self.stride
+        x_s = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x  # a strided 1x1 conv samples pixels
+        return xp.ascontiguousarray(x_s).reshape(x_s.shape[0], x_s.shape[1], -1)
+
+    def _parts(self, x, out_pixels):
+        return parallel.pieces(x, x.shape[1] * out_pixels * x.itemsize)
+
     def forward(self, x, W, b=None):
         xp = get_array_module(x, W)
         sh, sw = self.stride
-        self.x_shape = x.shape
-        x_s = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x  # a strided 1x1 conv samples pixels
-        B, C_in, Ho, Wo = x_s.shape
-        self.x_flat = xp.ascontiguousarray(x_s).reshape(B, C_in, Ho * Wo)
-        W_mat = W.reshape(W.shape[0], C_in)
-        y = xp.matmul(W_mat, self.x_flat)  # (B, C_out, Ho Wo)
+        B, C_in, H, W_in = x.shape
+        C_out, Ho, Wo = W.shape[0], conv_output_size(H, 1, sh, 0), conv_output_size(W_in, 1, sw, 0)
+        W_mat = W.reshape(C_out, C_in)
+        y = xp.empty((B, C_out, Ho, Wo), dtype=xp.result_type(x.dtype, W.dtype))
+
+        def forward_part(part):  # eq. (8): Y_b = W_mat X_b, written straight into NCHW
+            xp.matmul(W_mat, self._pixels(x[part]), out=y[part].reshape(-1, C_out, Ho * Wo))
+
+        parallel.run(forward_part, self._parts(x, Ho * Wo), x)
         if b is not None:
-            y += b[:, None]
-        return y.reshape(B, W.shape[0], Ho, Wo)
+            y += b.reshape(1, -1, 1, 1)
+        return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
         need_x, need_W = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
-        W = self.inputs[1].data
+        x, W = self.inputs[0].data, self.inputs[1].data
         B, C_out, Ho, Wo = gy.shape
+        C_in = W.shape[1]
         G = gy.reshape(B, C_out, Ho * Wo)
-        gx = gW = gb = None
-        if need_W:
-            # sum_b G_b X_b^T as one product over the joint (b, pixel) axis
-            gW = xp.tensordot(G, self.x_flat, axes=([0, 2], [0, 2])).reshape(W.shape)
-        if need_b:
-            gb = G.sum(axis=(0, 2))
-        if need_x:
-            gx_s = xp.matmul(W.reshape(C_out, -1).T, G).reshape(B, -1, Ho, Wo)
-            sh, sw = self.stride
-            if (sh, sw) == (1, 1):
-                gx = gx_s
-            else:  # pixels skipped by the stride get zero gradient
-                gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-                gx[:, :, ::sh, ::sw] = gx_s
+        sh, sw = self.stride
+        strided = (sh, sw) != (1, 1)
+        gx = None
+        if need_x:  # pixels skipped by a stride get zero gradient
+            gx = xp.zeros(x.shape, dtype=gy.dtype) if strided else xp.empty(x.shape, dtype=gy.dtype)
+        W_mat_T = W.reshape(C_out, C_in).T
+
+        def backward_part(part):
+            if need_x and strided:  # eq. (8): X̄_b = W_matᵀ G_b
+                gx[part, :, ::sh, ::sw] = xp.matmul(W_mat_T, G[part]).reshape(-1, C_in, Ho, Wo)
+            elif need_x:
+                xp.matmul(W_mat_T, G[part], out=gx[part].reshape(-1, C_in, Ho * Wo))
+            if need_W:  # eq. (8): sum_b G_b X_bᵀ over this part's images
+                return xp.matmul(G[part], self._pixels(x[part]).transpose(0, 2, 1)).sum(axis=0)
+            return None
+
+        parts = parallel.run(backward_part, self._parts(x, Ho * Wo), x)
+        gW = functools.reduce(operator.add, parts).reshape(W.shape) if need_W else None
+        gb = G.sum(axis=(0, 2)) if need_b else None
         return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
 
 

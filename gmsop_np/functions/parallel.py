@@ -14,9 +14,13 @@ makes one BLAS call per matrix, and OpenBLAS spreads each 128×128 product over
 its threads, paying a synchronisation per product; :func:`matmul` instead gives
 each thread its own part of the stack.
 
-While the threads run, the BLAS library is held to one thread per call (through
-``threadpoolctl`` when it is installed), so that ``n`` threads use ``n`` cores
-and not ``n`` times the BLAS threads.
+While our threads run, the BLAS library is held to one thread per call, so that
+``n`` threads keep ``n`` cores busy. That needs ``threadpoolctl`` (the only way to
+reach OpenBLAS's/MKL's thread setting from Python): without it two threads would
+each start BLAS's own threads, which spin-wait for each other and make a busy
+machine many times slower than one thread. So without ``threadpoolctl`` this
+module runs everything in the calling thread (the BLAS library still uses its
+own threads inside each product).
 
 On CuPy nothing is split: :func:`pieces` returns the whole batch as one piece and
 :func:`run` calls the function once, so the GPU sees the same few large kernels
@@ -28,7 +32,6 @@ The number of threads defaults to the cores this process may use; set it with
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +45,22 @@ __all__ = ["get_num_threads", "set_num_threads", "pieces", "run", "matmul"]
 NUM_THREADS_ENV = "GMSOP_NP_NUM_THREADS"
 
 
+def _blas_limiter():
+    """threadpoolctl's controller of the loaded BLAS libraries (cached), or None without threadpoolctl."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415  (optional dependency)
+        except ImportError:
+            _blas = False
+        else:
+            _blas = ThreadpoolController().select(user_api="blas")
+    return _blas or None
+
+
 def _default_num_threads():
+    if _blas_limiter() is None:
+        return 1
     if os.environ.get(NUM_THREADS_ENV):
         return max(1, int(os.environ[NUM_THREADS_ENV]))
     try:
@@ -51,7 +69,8 @@ def _default_num_threads():
         return max(1, os.cpu_count() or 1)
 
 
-_num_threads = _default_num_threads()
+_blas = None  # threadpoolctl controller, False when threadpoolctl is missing, None before the first look
+_num_threads = None  # decided on first use
 _pool = None  # created on first use, re-created when the thread count changes
 _pool_lock = threading.Lock()
 _inside = threading.local()  # set in worker threads: nested calls run serially
@@ -59,6 +78,9 @@ _inside = threading.local()  # set in worker threads: nested calls run serially
 
 def get_num_threads() -> int:
     """Threads used for the CPU work split by this module."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _default_num_threads()
     return _num_threads
 
 
@@ -68,6 +90,11 @@ def set_num_threads(n) -> None:
     n = _default_num_threads() if n is None else int(n)
     if n < 1:
         raise ValueError(f"set_num_threads needs n >= 1, got {n}")
+    if n > 1 and _blas_limiter() is None:
+        raise ImportError(
+            f"set_num_threads({n}) needs threadpoolctl to hold the BLAS library to one thread per "
+            "call while gmsop_np's threads run: pip install threadpoolctl"
+        )
     with _pool_lock:
         if _pool is not None and n != _num_threads:
             _pool.shutdown(wait=True)
@@ -79,35 +106,8 @@ def _get_pool():
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_num_threads - 1, thread_name_prefix="gmsop-np")
+            _pool = ThreadPoolExecutor(max_workers=get_num_threads() - 1, thread_name_prefix="gmsop-np")
         return _pool
-
-
-# ----- the BLAS library's own threads ------------------------------------------------------
-def _blas_controller():
-    """A threadpoolctl controller for the loaded BLAS libraries, or None without threadpoolctl."""
-    try:
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415  (optional)
-    except ImportError:
-        return None
-    return ThreadpoolController().select(user_api="blas")
-
-
-_blas = None
-_blas_ready = False
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """BLAS calls use one thread each while our own threads run (no effect without threadpoolctl)."""
-    global _blas, _blas_ready
-    if not _blas_ready:
-        _blas, _blas_ready = _blas_controller(), True
-    if _blas is None:
-        yield
-        return
-    with _blas.limit(limits=1):
-        yield
 
 
 # ----- splitting a batch -------------------------------------------------------------------------
@@ -122,10 +122,10 @@ def pieces(x, item_bytes, target_bytes=1 << 21):
     per batch item), and there are at least as many parts as threads (when the batch
     allows), so that every thread has work.
     """
-    n = x.shape[0]
-    if not _is_numpy(x) or _num_threads == 1 and item_bytes * n <= target_bytes:
+    n, threads = x.shape[0], get_num_threads()
+    if not _is_numpy(x) or threads == 1 and item_bytes * n <= target_bytes:
         return [slice(0, n)]
-    per_part = max(1, min(target_bytes // max(1, item_bytes), -(-n // _num_threads)))
+    per_part = max(1, min(target_bytes // max(1, item_bytes), -(-n // threads)))
     return [slice(start, min(start + per_part, n)) for start in range(0, n, per_part)]
 
 
@@ -135,7 +135,7 @@ def run(fn, parts, like):
     ``fn`` must only write to memory that belongs to its own part. Calls made from
     inside ``fn`` (nested parallel work) run serially in the calling thread.
     """
-    if len(parts) == 1 or _num_threads == 1 or not _is_numpy(like) or getattr(_inside, "active", False):
+    if len(parts) == 1 or get_num_threads() == 1 or not _is_numpy(like) or getattr(_inside, "active", False):
         return [fn(part) for part in parts]
 
     def task(part):
@@ -145,7 +145,7 @@ def run(fn, parts, like):
         finally:
             _inside.active = False
 
-    with _single_threaded_blas():
+    with _blas_limiter().limit(limits=1):  # one BLAS thread per call while our threads run
         futures = [_get_pool().submit(task, part) for part in parts[1:]]
         first = task(parts[0])  # the calling thread works too
         return [first] + [f.result() for f in futures]
@@ -157,13 +157,14 @@ def matmul(a, b):
     Same result as ``xp.matmul(a, b)`` (each matrix product is computed by the same
     BLAS routine); on CuPy, and for unstacked (2-D) operands, it *is* ``xp.matmul``.
     """
-    if a.ndim < 3 or b.ndim < 3 or not _is_numpy(a) or _num_threads == 1:
+    threads = get_num_threads()
+    if max(a.ndim, b.ndim) < 3 or not _is_numpy(a) or threads == 1:
         return a @ b
     shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
     a = np.broadcast_to(a, shape[:-2] + a.shape[-2:]).reshape(-1, *a.shape[-2:])
     b = np.broadcast_to(b, shape[:-2] + b.shape[-2:]).reshape(-1, *b.shape[-2:])
     out = np.empty((a.shape[0],) + shape[-2:], dtype=np.result_type(a, b))
-    step = -(-a.shape[0] // _num_threads)
-    parts = [slice(i, i + step) for i in range(0, a.shape[0], step)]
+    step = -(-a.shape[0] // (4 * threads))  # a few parts per thread: a thread slowed down by other
+    parts = [slice(i, i + step) for i in range(0, a.shape[0], step)]  # work leaves its parts to the others
     run(lambda p: np.matmul(a[p], b[p], out=out[p]), parts, out)
     return out.reshape(shape)
