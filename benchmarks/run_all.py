@@ -2,13 +2,15 @@
 
     python benchmarks/run_all.py                       # all rows, JSON to benchmarks/results/
     python benchmarks/run_all.py --quick               # fewer pairs (a smoke run)
-    python benchmarks/run_all.py --only sop            # rows whose name contains "sop"
+    python benchmarks/run_all.py --only head           # the SR-SOP head rows
 
 Rows (each: gmsop_np vs PyTorch, alternated step by step, see harness.py):
 
 * ResNet-18 + GAP training step, batch 32, 64×64 -- default threads and 1 thread;
 * ResNet-18 + GM-SOP-16-8 end to end (loader included), batch 32 -- default threads;
-* SR-SOP head alone, B = 256, forward + backward -- default threads and 1 thread.
+* SR-SOP head alone, B = 256, forward + backward -- default threads and 1 thread;
+* the GM-SOP and SR-SOP rows once more with the Newton–Schulz products threaded
+  (prototypes.threaded_products: what matrix_sqrt.py gains by calling parallel.matmul).
 
 Prints one line per row as it finishes, then the Markdown table for RESULTS.md.
 """
@@ -27,20 +29,23 @@ from harness import environment, format_row, markdown_table
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-# (key, threads, run function, pairs, warmup); "default" threads = the libraries' own choice
+# (key, threads, run function, pairs, warmup, options); "default" threads = the libraries' own choice.
+# The "threaded" rows run the prototype of prototypes.threaded_products (not yet in matrix_sqrt.py).
 ROWS = [
-    ("gap", None, bench_resnet_cpu.run, 10, 2),
-    ("gap", 1, bench_resnet_cpu.run, 6, 1),
-    ("gmsop", None, bench_end_to_end.run, 8, 2),
-    ("sop", None, bench_sop_head.run, 12, 2),
-    ("sop", 1, bench_sop_head.run, 8, 1),
+    ("gap", None, bench_resnet_cpu.run, 10, 2, {}),
+    ("gap", 1, bench_resnet_cpu.run, 6, 1, {}),
+    ("gmsop", None, bench_end_to_end.run, 8, 2, {}),
+    ("gmsop-threaded", None, bench_end_to_end.run, 8, 2, {"threaded_products": True}),
+    ("head", None, bench_sop_head.run, 12, 2, {}),
+    ("head", 1, bench_sop_head.run, 8, 1, {}),
+    ("head-threaded", None, bench_sop_head.run, 12, 2, {"threaded_products": True}),
 ]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 pairs per row after 1 warm-up pair")
-    ap.add_argument("--only", help="run only the rows whose key (gap, gmsop, sop) contains this text")
+    ap.add_argument("--only", help="only the rows whose key starts so: gap, gmsop[-threaded], head[-threaded]")
     ap.add_argument("--json", help="where to write the results (default: benchmarks/results/speed_<date>.json)")
     args = ap.parse_args(argv)
 
@@ -49,12 +54,12 @@ def main(argv=None):
     env = environment()
     print(f"{env['date']}  {env['cpu']} ({env['logical_cpus']} CPUs)  numpy {env['numpy']}  torch {env['torch']}")
     rows = []
-    for key, threads, run, pairs, warmup in ROWS:
-        if args.only and args.only not in key:
+    for key, threads, run, pairs, warmup, options in ROWS:
+        if args.only and not key.startswith(args.only):
             continue
         if args.quick:
             pairs, warmup = 3, 1
-        row = run(threads=threads, pairs=pairs, warmup=warmup)
+        row = run(threads=threads, pairs=pairs, warmup=warmup, **options)
         print(format_row(row), flush=True)
         rows.append(row)
     env["load_average_end"] = environment()["load_average"]
