@@ -114,6 +114,29 @@ def environment():
     }
 
 
+def busy_fraction(seconds=2.0):
+    """Share of the machine's CPU time spent busy (not idle) over the next ``seconds`` (Linux)."""
+
+    def idle_and_total():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, all
+
+    idle0, total0 = idle_and_total()
+    time.sleep(seconds)
+    idle1, total1 = idle_and_total()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(max_busy=0.1, max_wait=1800, poll=5.0):
+    """Wait (up to ``max_wait`` s) until other processes leave the CPUs idle; return (seconds waited, busy)."""
+    start = time.perf_counter()
+    busy = busy_fraction(poll)
+    while busy > max_busy and time.perf_counter() - start < max_wait:
+        busy = busy_fraction(poll)
+    return time.perf_counter() - start, busy
+
+
 # ----- alternating timing --------------------------------------------------------------------------------
 def _timed(step):
     start = time.perf_counter()

@@ -25,7 +25,7 @@ import pathlib
 import bench_end_to_end
 import bench_resnet_cpu
 import bench_sop_head
-from harness import environment, format_row, markdown_table
+from harness import environment, format_row, markdown_table, wait_until_quiet
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -47,6 +47,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="3 pairs per row after 1 warm-up pair")
     ap.add_argument("--only", help="only the rows whose key starts so: gap, gmsop[-threaded], head[-threaded]")
     ap.add_argument("--json", help="where to write the results (default: benchmarks/results/speed_<date>.json)")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        metavar="BUSY",
+        help="before each row, wait (up to 30 min) until the CPUs are busy less than this share (e.g. 0.1)",
+    )
     args = ap.parse_args(argv)
 
     import torch  # noqa: F401,PLC0415  (loaded first, so that the environment records its version)
@@ -59,7 +65,10 @@ def main(argv=None):
             continue
         if args.quick:
             pairs, warmup = 3, 1
+        quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet is not None else None
         row = run(threads=threads, pairs=pairs, warmup=warmup, **options)
+        if quiet is not None:
+            row["waited_for_quiet_s"], row["busy_share_before"] = round(quiet[0]), round(quiet[1], 3)
         print(format_row(row), flush=True)
         rows.append(row)
     env["load_average_end"] = environment()["load_average"]

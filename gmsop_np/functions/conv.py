@@ -138,26 +138,11 @@ def _batch_parts(x, kh, kw, out_pixels):
     return parallel.pieces(x, x.shape[1] * kh * kw * out_pixels * x.itemsize)
 
 
-def _convolve(x, W, stride, padding, out=None):
-    """Eq. (3) image by image, ``Y_b = W_mat X_col,b``: x (B, C_in, H, W) -> (B, C_out, Ho, Wo).
-
-    The product writes straight into ``out`` (NCHW), part of the batch by part.
-    """
-    xp = get_array_module(x, W)
-    B, _, H, W_in = x.shape
-    C_out, _, kh, kw = W.shape
-    Ho = conv_output_size(H, kh, stride[0], padding[0])
-    Wo = conv_output_size(W_in, kw, stride[1], padding[1])
-    if out is None:
-        out = xp.empty((B, C_out, Ho, Wo), dtype=xp.result_type(x.dtype, W.dtype))
-    W_mat = W.reshape(C_out, -1)
-
-    def convolve_part(part):
-        y_part = out[part].reshape(-1, C_out, Ho * Wo)
-        xp.matmul(W_mat, _column_matrices(x[part], kh, kw, stride, padding), out=y_part)
-
-    parallel.run(convolve_part, _batch_parts(x, kh, kw, Ho * Wo), x)
-    return out
+def _convolve_into(out, x, W_mat, kh, kw, stride, padding):
+    """Eq. (3) for the images of ``x``: ``out_b = W_mat X_col,b``, written into ``out`` (n, C_out, Ho, Wo)."""
+    xp = get_array_module(x, W_mat)
+    n, C_out = out.shape[:2]
+    xp.matmul(W_mat, _column_matrices(x, kh, kw, stride, padding), out=out.reshape(n, C_out, -1))
 
 
 # ----- convolution ------------------------------------------------------------------------
@@ -170,6 +155,9 @@ class Conv2d(Function):
               $\\bar x = \\mathrm{col2im}(W_{mat}^\\top G)$, or for stride 1
               $\\bar x = \\mathrm{conv}(G, \\tilde W)$ with the flipped kernel $\\tilde W$.
     See derivations/02_convolution.md, eq. (3) (forward), eqs. (4)-(7) (VJP) and eq. (11).
+
+    Forward and backward each make one pass over the batch, in parts (see the module
+    docstring); every part's work only touches that part's images.
     """
 
     differentiable_backward = False  # kernel-style: im2col / col2im on raw arrays
@@ -178,7 +166,18 @@ class Conv2d(Function):
         self.stride, self.padding = stride, padding
 
     def forward(self, x, W, b=None):
-        y = _convolve(x, W, self.stride, self.padding)  # eq. (3)
+        xp = get_array_module(x, W)
+        B, _, H, W_in = x.shape
+        C_out, _, kh, kw = W.shape
+        Ho = conv_output_size(H, kh, self.stride[0], self.padding[0])
+        Wo = conv_output_size(W_in, kw, self.stride[1], self.padding[1])
+        y = xp.empty((B, C_out, Ho, Wo), dtype=xp.result_type(x.dtype, W.dtype))
+        W_mat = W.reshape(C_out, -1)
+
+        def forward_part(part):  # eq. (3)
+            _convolve_into(y[part], x[part], W_mat, kh, kw, self.stride, self.padding)
+
+        parallel.run(forward_part, _batch_parts(x, kh, kw, Ho * Wo), x)
         if b is not None:
             y += b.reshape(1, -1, 1, 1)
         return y
@@ -191,45 +190,43 @@ class Conv2d(Function):
         C_out, C_in, kh, kw = W.shape
         B, _, Ho, Wo = gy.shape
         G = gy.reshape(B, C_out, Ho * Wo)  # G_b: image b's output gradient in the layout of eq. (3)
-        gx = self._input_gradient(gy, W, x.shape) if need_x else None
-        gW = gb = None
-        if need_W:
+        gx = xp.empty(x.shape, dtype=gy.dtype) if need_x else None
+        input_gradient_part = self._input_gradient_part(W) if need_x else None
 
-            def weight_gradient_part(part):
-                """Eq. (4) on part of the batch, as ONE product over its (image, pixel) columns."""
+        def backward_part(part):
+            if need_x:
+                input_gradient_part(gx[part], gy[part])
+            if need_W:  # eq. (4) on this part, as ONE product over its (image, pixel) columns
                 n = G[part].shape[0]
                 windows = _windows(x[part], kh, kw, self.stride, self.padding)  # (n, C_in, kh, kw, Ho, Wo)
                 X_col = xp.ascontiguousarray(windows.transpose(1, 2, 3, 0, 4, 5)).reshape(-1, n * Ho * Wo)
                 G_mat = xp.ascontiguousarray(G[part].transpose(1, 0, 2)).reshape(C_out, n * Ho * Wo)
                 return xp.matmul(G_mat, X_col.T)
+            return None
 
-            parts = parallel.run(weight_gradient_part, _batch_parts(x, kh, kw, Ho * Wo), x)
-            gW = functools.reduce(operator.add, parts).reshape(W.shape)
-        if need_b:
-            gb = G.sum(axis=(0, 2))  # eq. (5)
+        parts = parallel.run(backward_part, _batch_parts(x, kh, kw, Ho * Wo), x)
+        gW = functools.reduce(operator.add, parts).reshape(W.shape) if need_W else None
+        gb = G.sum(axis=(0, 2)) if need_b else None  # eq. (5)
         return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
 
-    def _input_gradient(self, gy, W, x_shape):
-        """x̄ from the output gradient (B, C_out, Ho, Wo): eqs. (6)-(7), or eq. (11) for stride 1."""
-        xp = get_array_module(gy, W)
+    def _input_gradient_part(self, W):
+        """A function ``(gx_part, gy_part) -> None`` writing x̄ for some images: eqs. (6)-(7) or eq. (11)."""
+        xp = get_array_module(W)
         C_out, C_in, kh, kw = W.shape
         (ph, pw) = self.padding
         if self.stride == (1, 1) and ph < kh and pw < kw:
             # eq. (11): a stride-1 convolution's input gradient is the convolution of G
             # (padded by k - 1 - p) with the kernel flipped in space and transposed in channels
-            W_flipped = xp.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            return _convolve(gy, W_flipped, (1, 1), (kh - 1 - ph, kw - 1 - pw))
-        B, _, Ho, Wo = gy.shape
-        G = gy.reshape(B, C_out, Ho * Wo)
-        gx = xp.empty(x_shape, dtype=gy.dtype)
+            W_flipped = xp.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C_in, -1)
+            return lambda gx, gy: _convolve_into(gx, gy, W_flipped, kh, kw, (1, 1), (kh - 1 - ph, kw - 1 - pw))
         W_mat_T = W.reshape(C_out, -1).T
 
-        def input_gradient_part(part):
-            g_cols = xp.matmul(W_mat_T, G[part]).reshape(-1, C_in, kh, kw, Ho, Wo)  # eq. (6)
-            gx[part] = col2im(g_cols, (g_cols.shape[0],) + x_shape[1:], self.stride, self.padding)  # eq. (7)
+        def through_col2im(gx, gy):
+            n, _, Ho, Wo = gy.shape
+            g_cols = xp.matmul(W_mat_T, gy.reshape(n, C_out, Ho * Wo))  # eq. (6)
+            gx[...] = col2im(g_cols.reshape(n, C_in, kh, kw, Ho, Wo), gx.shape, self.stride, self.padding)  # eq. (7)
 
-        parallel.run(input_gradient_part, parallel.pieces(gy, C_in * kh * kw * Ho * Wo * gy.itemsize), gy)
-        return gx
+        return through_col2im
 
 
 class Conv2d1x1(Function):

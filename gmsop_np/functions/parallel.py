@@ -32,6 +32,7 @@ The number of threads defaults to the cores this process may use; set it with
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -132,23 +133,33 @@ def pieces(x, item_bytes, target_bytes=1 << 21):
 def run(fn, parts, like):
     """``[fn(part) for part in parts]``, the parts spread over the threads when ``like`` is a NumPy array.
 
-    ``fn`` must only write to memory that belongs to its own part. Calls made from
-    inside ``fn`` (nested parallel work) run serially in the calling thread.
+    Every thread, the calling one included, takes the next part not yet taken until
+    none is left, so a thread slowed down by other work on its core simply does
+    fewer parts. ``fn`` must only write to memory that belongs to its own part.
+    Calls made from inside ``fn`` (nested parallel work) run serially in their thread.
     """
-    if len(parts) == 1 or get_num_threads() == 1 or not _is_numpy(like) or getattr(_inside, "active", False):
+    threads = get_num_threads()
+    if len(parts) == 1 or threads == 1 or not _is_numpy(like) or getattr(_inside, "active", False):
         return [fn(part) for part in parts]
+    results = [None] * len(parts)
+    next_part = itertools.count()  # next() on a count is atomic: no part is taken twice
 
-    def task(part):
+    def work():
         _inside.active = True
         try:
-            return fn(part)
+            while (i := next(next_part)) < len(parts):
+                results[i] = fn(parts[i])
         finally:
             _inside.active = False
 
     with _blas_limiter().limit(limits=1):  # one BLAS thread per call while our threads run
-        futures = [_get_pool().submit(task, part) for part in parts[1:]]
-        first = task(parts[0])  # the calling thread works too
-        return [first] + [f.result() for f in futures]
+        helpers = [_get_pool().submit(work) for _ in range(min(threads, len(parts)) - 1)]
+        try:
+            work()
+        finally:
+            for helper in helpers:  # wait for every part (and re-raise a helper's error)
+                helper.result()
+    return results
 
 
 def matmul(a, b):
