@@ -13,6 +13,7 @@ from test_conv import cited_equations
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.functions import norm as norm_module
+from gmsop_np.functions import parallel
 
 from strategies import arrays, distinct_arrays
 
@@ -139,6 +140,32 @@ def test_bn_argument_errors():
         F.batch_norm(x, np.ones(2), np.zeros(2), np.zeros(2), np.ones(3))
     with pytest.raises(ValueError, match=r"\(B, C\) or \(B, C, H, W\)"):
         F.batch_norm(np.ones((3, 2, 4)), np.ones(2), np.zeros(2))
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 3, 2), (6, 7)])
+def test_bn_split_into_channel_groups_equals_one_group(shape, rng):
+    """Channel groups on several threads give the same outputs, gradients and statistics."""
+    x, gamma, beta = rng.standard_normal(shape), rng.uniform(0.5, 2.0, shape[1]), rng.standard_normal(shape[1])
+    gy = rng.standard_normal(shape)
+
+    def run():
+        tx, tg, tb = (gs.Tensor(a, requires_grad=True) for a in (x, gamma, beta))
+        mean, var = np.zeros(shape[1]), np.ones(shape[1])
+        y = F.batch_norm(tx, tg, tb, mean, var, training=True)
+        y.backward(gy)
+        return y.data, tx.grad.data, tg.grad.data, tb.grad.data, mean, var
+
+    before = parallel.get_num_threads()
+    try:
+        parallel.set_num_threads(1)
+        whole = run()
+        parallel.set_num_threads(3)
+        assert len(parallel.pieces(np.empty(shape[1]), item_bytes=1)) == 3  # the channels really are split
+        split = run()
+    finally:
+        parallel.set_num_threads(before)
+    for a, b in zip(split, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
 
 
 def test_bn_backend_parity(xp):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..core import Function, Tensor, as_tensor
+from . import parallel
 
 __all__ = ["batch_norm"]
 
@@ -40,6 +41,17 @@ def _channel_dot(a, b):
     return xp.einsum("bcp,bcp->c", _per_channel(a), _per_channel(b))
 
 
+def _channel_parts(x):
+    """Groups of channels for the CPU threads: batch norm treats every channel on its own."""
+    per_channel_bytes = 3 * x.nbytes // x.shape[1]  # input, centred input and output of one channel
+    return parallel.pieces(x.swapaxes(0, 1), per_channel_bytes)
+
+
+def _joined(parts):
+    """Per-group (C_group,) results as one (C,) vector (no copy when there is one group)."""
+    return parts[0] if len(parts) == 1 else get_array_module(parts[0]).concatenate(parts)
+
+
 class BatchNormTrain(Function):
     """Batch norm with batch statistics: x (B, C) or (B, C, H, W), gamma, beta (C,).
 
@@ -54,6 +66,8 @@ class BatchNormTrain(Function):
     5 (sum, centre, sum of squares, scale, shift), backward 6. The centred input
     $x - \\mu$ is kept for backward (not $\\hat x$: it is one multiplication away);
     the per-channel sums of products need no temporary array (``_channel_dot``).
+    On the CPU, groups of channels run on different threads (``functions/parallel.py``);
+    on the GPU all channels are one group.
     """
 
     differentiable_backward = False  # the compact closed form works on raw arrays
@@ -63,34 +77,50 @@ class BatchNormTrain(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        shape = _channel_shape(x.ndim)
-        m = x.size // x.shape[1]  # values per channel
-        self.mean = _per_channel(x).sum(axis=(0, 2)) / m  # eq. (1)
-        self.centred = x - self.mean.reshape(shape)
-        self.var = _channel_dot(self.centred, self.centred) / m  # eq. (2), biased
-        self.inv_std = 1 / xp.sqrt(self.var + xp.asarray(self.eps, dtype=x.dtype))
-        y = self.centred * (gamma * self.inv_std).reshape(shape)  # gamma x_hat, eq. (3)
-        y += beta.reshape(shape)  # eq. (4)
+        shape, m = _channel_shape(x.ndim), x.size // x.shape[1]  # m values per channel
+        eps = xp.asarray(self.eps, dtype=x.dtype)
+        y, self.centred = xp.empty_like(x), xp.empty_like(x)
+
+        def normalize(ch):  # eqs. (1)-(4) for the channels ch
+            x_ch, centred, y_ch = x[:, ch], self.centred[:, ch], y[:, ch]
+            mean = _per_channel(x_ch).sum(axis=(0, 2)) / m  # eq. (1)
+            xp.subtract(x_ch, mean.reshape(shape), out=centred)
+            var = _channel_dot(centred, centred) / m  # eq. (2), biased
+            inv_std = 1 / xp.sqrt(var + eps)
+            xp.multiply(centred, (gamma[ch] * inv_std).reshape(shape), out=y_ch)  # gamma x_hat, eq. (3)
+            y_ch += beta[ch].reshape(shape)  # eq. (4)
+            return mean, var, inv_std
+
+        groups = parallel.run(normalize, _channel_parts(x), x)
+        self.mean, self.var, self.inv_std = (_joined([g[i] for g in groups]) for i in range(3))
         return y
 
     def backward(self, gy):
+        xp = get_array_module(gy)
         need_x, need_gamma, need_beta = self.needs_input_grad
-        shape = _channel_shape(gy.ndim)
-        gamma, s = self.inputs[1].data, self.inv_std
-        sum_gy = _per_channel(gy).sum(axis=(0, 2))  # eq. (7): d beta
-        sum_gy_centred = _channel_dot(gy, self.centred)
-        gx = None
-        if need_x:
-            m = gy.size // gy.shape[1]  # values per channel
-            # eq. (8) with x_hat = s (x - mu), written per channel as a gy + k (x - mu) + q:
-            #   a = gamma s,  k = -gamma s^3 sum(gy (x - mu)) / m,  q = -gamma s sum(gy) / m
-            a = gamma * s
-            k = -a * s * s * sum_gy_centred / m
-            q = -a * sum_gy / m
-            gx = gy * a.reshape(shape)
-            gx += self.centred * k.reshape(shape)
-            gx += q.reshape(shape)
-        g_gamma = s * sum_gy_centred if need_gamma else None  # eq. (6): sum gy x_hat
+        shape, m = _channel_shape(gy.ndim), gy.size // gy.shape[1]  # m values per channel
+        gamma = self.inputs[1].data
+        gx = xp.empty_like(gy) if need_x else None
+
+        def backward_channels(ch):
+            gy_ch, centred, s = gy[:, ch], self.centred[:, ch], self.inv_std[ch]
+            sum_gy = _per_channel(gy_ch).sum(axis=(0, 2))  # eq. (7): d beta
+            sum_gy_centred = _channel_dot(gy_ch, centred)
+            if need_x:
+                # eq. (8) with x_hat = s (x - mu), written per channel as a gy + k (x - mu) + q:
+                #   a = gamma s,  k = -gamma s^3 sum(gy (x - mu)) / m,  q = -gamma s sum(gy) / m
+                a = gamma[ch] * s
+                k = -a * s * s * sum_gy_centred / m
+                q = -a * sum_gy / m
+                gx_ch = gx[:, ch]
+                xp.multiply(gy_ch, a.reshape(shape), out=gx_ch)
+                gx_ch += centred * k.reshape(shape)
+                gx_ch += q.reshape(shape)
+            return sum_gy, sum_gy_centred
+
+        groups = parallel.run(backward_channels, _channel_parts(gy), gy)
+        sum_gy, sum_gy_centred = (_joined([g[i] for g in groups]) for i in range(2))
+        g_gamma = self.inv_std * sum_gy_centred if need_gamma else None  # eq. (6): sum gy x_hat
         return gx, g_gamma, (sum_gy if need_beta else None)
 
 
