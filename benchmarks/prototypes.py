@@ -48,3 +48,49 @@ def threaded_products():
     finally:
         for module, original in originals.items():
             module.get_array_module = original
+
+
+class FlatSGD:
+    """Prototype of SGD over ONE flat buffer (what optim.py may do later): momentum 0.9, weight decay.
+
+    Every parameter's ``data`` becomes a view into one flat array, and so does its
+    momentum buffer; a step gathers the gradients into one flat gradient (one copy per
+    parameter) and then updates everything with a few whole-buffer operations, split
+    over gmsop_np's threads on the CPU. Same arithmetic as ``optim.SGD`` (PyTorch's rule:
+    g += wd p; buf = mu buf + g; p -= lr buf).
+    """
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0):
+        self.params, self.lr, self.momentum, self.weight_decay = list(params), lr, momentum, weight_decay
+        sizes = [p.size for p in self.params]
+        self.flat = np.concatenate([p.data.ravel() for p in self.params])
+        self.grad = np.empty_like(self.flat)
+        self.buf = None
+        offsets = np.cumsum([0] + sizes)
+        self.slices = [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
+        for p, s in zip(self.params, self.slices):
+            p.data = self.flat[s].reshape(p.shape)  # the parameter now lives in the flat buffer
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        for p, s in zip(self.params, self.slices):  # gather: one copy per parameter
+            self.grad[s] = p.grad.data.ravel()
+        parts = parallel.pieces(self.flat, item_bytes=4 * self.flat.itemsize)
+        first = self.buf is None
+        if first:
+            self.buf = np.empty_like(self.flat)
+
+        def update(part):
+            g, p, buf = self.grad[part], self.flat[part], self.buf[part]
+            g += self.weight_decay * p  # g = grad + wd p
+            if first:
+                buf[...] = g
+            else:
+                buf *= self.momentum  # buf = mu buf + g
+                buf += g
+            p -= self.lr * buf
+
+        parallel.run(update, parts, self.flat)
