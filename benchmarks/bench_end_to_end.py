@@ -26,7 +26,6 @@ import contextlib
 import json
 
 import numpy as np
-import prototypes
 from harness import compare, environment, format_row
 
 import gmsop_np as gs
@@ -49,6 +48,13 @@ def endless_batches(batch, size, classes):
         yield from loader
 
 
+def _threaded_products():
+    """prototypes.threaded_products, imported only when asked for (it needs functions/parallel.py)."""
+    from prototypes import threaded_products  # noqa: PLC0415
+
+    return threaded_products
+
+
 # ----- gmsop_np -----------------------------------------------------------------------------------
 def gmsop_step_fn(backend, batch, size, classes=1000, threaded_products=False):
     """A closure running one training step of gmsop_np on ``backend`` (and the parameter count).
@@ -61,7 +67,7 @@ def gmsop_step_fn(backend, batch, size, classes=1000, threaded_products=False):
         batches = endless_batches(batch, size, classes)
         xp = gs.backend.default_xp()
     model.train()
-    context = prototypes.threaded_products if threaded_products else contextlib.nullcontext
+    context = _threaded_products() if threaded_products else contextlib.nullcontext
 
     def step():
         with gs.using_backend(backend), context():

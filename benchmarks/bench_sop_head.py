@@ -19,11 +19,17 @@ import contextlib
 import json
 
 import numpy as np
-import prototypes
 from harness import compare, environment, format_row
 
 import gmsop_np as gs
 import gmsop_np.functional as F
+
+
+def _threaded_products():
+    """prototypes.threaded_products, imported only when asked for (it needs functions/parallel.py)."""
+    from prototypes import threaded_products  # noqa: PLC0415
+
+    return threaded_products
 
 
 # ----- gmsop_np ----------------------------------------------------------------------------------
@@ -90,7 +96,7 @@ def make_steps(batch=256, channels=128, size=8, iters=5, threaded_products=False
     import torch  # noqa: PLC0415  (benchmarks only)
 
     x, gv = make_inputs(batch, channels, size)
-    context = prototypes.threaded_products if threaded_products else contextlib.nullcontext
+    context = _threaded_products() if threaded_products else contextlib.nullcontext
 
     def gmsop(backward):
         with context():
@@ -135,7 +141,7 @@ def main(argv=None):
         from profile_step import profile_report  # noqa: PLC0415
 
         x, gv = make_inputs(args.batch, args.channels, args.size)
-        context = prototypes.threaded_products if args.threaded_products else contextlib.nullcontext
+        context = _threaded_products() if args.threaded_products else contextlib.nullcontext
 
         def step():
             with context():
