@@ -62,8 +62,9 @@ class BatchNormTrain(Function):
               $\\bar \\gamma = \\sum \\bar y \\hat x$, $\\bar \\beta = \\sum \\bar y$.
     See derivations/03_batch_norm.md, eqs. (1)-(4) (forward) and eqs. (6)-(8) (VJP).
 
-    Passes over the data (each one array operation, one kernel on a GPU): forward
-    5 (sum, centre, sum of squares, scale, shift), backward 6. The centred input
+    Passes over the data: forward 5 (sum, centre, sum of squares, scale, shift),
+    backward 6; with the arithmetic on (C,) vectors, 10 and 12 array operations
+    (kernels on a GPU). The centred input
     $x - \\mu$ is kept for backward (not $\\hat x$: it is one multiplication away);
     the per-channel sums of products need no temporary array (``_channel_dot``).
     On the CPU, groups of channels run on different threads (``functions/parallel.py``);
@@ -78,7 +79,6 @@ class BatchNormTrain(Function):
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
         shape, m = _channel_shape(x.ndim), x.size // x.shape[1]  # m values per channel
-        eps = xp.asarray(self.eps, dtype=x.dtype)
         y, self.centred = xp.empty_like(x), xp.empty_like(x)
 
         def normalize(ch):  # eqs. (1)-(4) for the channels ch
@@ -86,7 +86,7 @@ class BatchNormTrain(Function):
             mean = _per_channel(x_ch).sum(axis=(0, 2)) / m  # eq. (1)
             xp.subtract(x_ch, mean.reshape(shape), out=centred)
             var = _channel_dot(centred, centred) / m  # eq. (2), biased
-            inv_std = 1 / xp.sqrt(var + eps)
+            inv_std = (var + self.eps) ** -0.5  # a Python float keeps x's dtype
             xp.multiply(centred, (gamma[ch] * inv_std).reshape(shape), out=y_ch)  # gamma x_hat, eq. (3)
             y_ch += beta[ch].reshape(shape)  # eq. (4)
             return mean, var, inv_std
@@ -105,23 +105,22 @@ class BatchNormTrain(Function):
         def backward_channels(ch):
             gy_ch, centred, s = gy[:, ch], self.centred[:, ch], self.inv_std[ch]
             sum_gy = _per_channel(gy_ch).sum(axis=(0, 2))  # eq. (7): d beta
-            sum_gy_centred = _channel_dot(gy_ch, centred)
+            sum_gy_x_hat = s * _channel_dot(gy_ch, centred)  # eq. (6): d gamma, as x_hat = s (x - mu)
             if need_x:
-                # eq. (8) with x_hat = s (x - mu), written per channel as a gy + k (x - mu) + q:
-                #   a = gamma s,  k = -gamma s^3 sum(gy (x - mu)) / m,  q = -gamma s sum(gy) / m
+                # eq. (8) written per channel as  a gy + k (x - mu) + q  with
+                #   a = gamma s,  k = -(a / m) s sum(gy x_hat),  q = -(a / m) sum(gy)
                 a = gamma[ch] * s
-                k = -a * s * s * sum_gy_centred / m
-                q = -a * sum_gy / m
+                a_over_m = a * (-1 / m)
+                k, q = a_over_m * s * sum_gy_x_hat, a_over_m * sum_gy
                 gx_ch = gx[:, ch]
                 xp.multiply(gy_ch, a.reshape(shape), out=gx_ch)
                 gx_ch += centred * k.reshape(shape)
                 gx_ch += q.reshape(shape)
-            return sum_gy, sum_gy_centred
+            return sum_gy, sum_gy_x_hat
 
         groups = parallel.run(backward_channels, _channel_parts(gy), gy)
-        sum_gy, sum_gy_centred = (_joined([g[i] for g in groups]) for i in range(2))
-        g_gamma = self.inv_std * sum_gy_centred if need_gamma else None  # eq. (6): sum gy x_hat
-        return gx, g_gamma, (sum_gy if need_beta else None)
+        sum_gy, sum_gy_x_hat = (_joined([g[i] for g in groups]) for i in range(2))
+        return gx, (sum_gy_x_hat if need_gamma else None), (sum_gy if need_beta else None)
 
 
 class BatchNormEval(Function):
@@ -220,9 +219,9 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
     y = fn(x, gamma, beta)
     if mean_buf is not None:  # eq. (5), in place
         mean_buf *= 1 - momentum
-        mean_buf += momentum * fn.mean.astype(mean_buf.dtype)
+        mean_buf += momentum * fn.mean.astype(mean_buf.dtype, copy=False)
     if var_buf is not None:
         unbiased = fn.var * (m / (m - 1))
         var_buf *= 1 - momentum
-        var_buf += momentum * unbiased.astype(var_buf.dtype)
+        var_buf += momentum * unbiased.astype(var_buf.dtype, copy=False)
     return y
