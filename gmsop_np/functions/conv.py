@@ -157,7 +157,10 @@ class Conv2d(Function):
     See derivations/02_convolution.md, eq. (3) (forward), eqs. (4)-(7) (VJP) and eq. (11).
 
     Forward and backward each make one pass over the batch, in parts (see the module
-    docstring); every part's work only touches that part's images.
+    docstring); every part's work only touches that part's images. Array operations
+    (kernels on a GPU) of a stride-1 convolution: forward 4 (padding 2, im2col copy,
+    product), backward 10 (input gradient: flipped kernel, padding 2, im2col, product;
+    weight gradient: padding 2, column copy, output-gradient transpose, product).
     """
 
     differentiable_backward = False  # kernel-style: im2col / col2im on raw arrays
