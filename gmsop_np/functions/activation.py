@@ -33,7 +33,7 @@ class ReLU(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        return xp.maximum(x, xp.asarray(0, dtype=x.dtype))
+        return xp.maximum(x, 0)  # a Python scalar keeps x's dtype and is no device transfer
 
     def backward(self, gy):
         y = self.output().data
@@ -84,8 +84,7 @@ class Softplus(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        zero = xp.asarray(0, dtype=x.dtype)
-        return xp.maximum(x, zero) + xp.log1p(xp.exp(-xp.abs(x)))  # eq. (5)
+        return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))  # eq. (5)
 
     def backward(self, gy):
         return gy * sigmoid(self.inputs[0])  # eq. (6)
@@ -153,7 +152,7 @@ def dropout(x, p=0.5, training=True, rng=None, mask=None):
     if get_array_module(mask) is not xp:
         mask = xp.asarray(mask)  # host -> device when x is on the GPU
     scale = 1.0 / (1.0 - p)
-    scaled_mask = mask.astype(x.dtype) * xp.asarray(scale, dtype=x.dtype)
+    scaled_mask = mask.astype(x.dtype) * scale
     return Dropout(scaled_mask)(x)
 
 
