@@ -36,8 +36,10 @@ _limits = None  # the active threadpoolctl limit (kept so that it is not garbage
 def set_threads(n):
     """Run every library of this process with ``n`` threads (None: the libraries' defaults).
 
-    Applies to NumPy's BLAS (threadpoolctl, at run time), to PyTorch's intra-op
-    threads when PyTorch is loaded, and to gmsop_np's own batched-matmul threads.
+    gmsop_np: its own threads (``functions/parallel.py``), with NumPy's BLAS at one
+    thread per call whenever it uses more than one (its policy); PyTorch: its intra-op
+    threads. With ``n = 1`` every BLAS/OpenMP pool is limited to one thread, and for a
+    gmsop_np without ``functions/parallel.py`` NumPy's BLAS gets ``n`` threads.
     """
     global _limits
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
@@ -45,20 +47,23 @@ def set_threads(n):
     if _limits is not None:
         _limits.restore_original_limits()
         _limits = None
-    if n is not None:
+    parallel = _gmsop_parallel()
+    if parallel is not None:
+        parallel.set_num_threads(n)
+    if n == 1 or (parallel is None and n is not None):
         _limits = threadpool_limits(limits=int(n))
     torch = _loaded_torch()
     if torch is not None:
         torch.set_num_threads(int(n) if n is not None else os.cpu_count())
-    _set_gmsop_threads(n)
 
 
-def _set_gmsop_threads(n):
+def _gmsop_parallel():
+    """gmsop_np's thread module, or None in checkouts that predate it."""
     try:
         from gmsop_np.functions import parallel  # noqa: PLC0415
-    except ImportError:  # older checkouts have no threaded helper
-        return
-    parallel.set_num_threads(n)
+    except ImportError:
+        return None
+    return parallel
 
 
 def _loaded_torch():
@@ -81,12 +86,9 @@ def thread_settings():
     torch = _loaded_torch()
     if torch is not None:
         settings["torch_threads"] = torch.get_num_threads()
-    try:
-        from gmsop_np.functions import parallel  # noqa: PLC0415
-
+    parallel = _gmsop_parallel()
+    if parallel is not None:
         settings["gmsop_np_threads"] = parallel.get_num_threads()
-    except ImportError:
-        pass
     return settings
 
 

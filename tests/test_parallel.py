@@ -112,10 +112,31 @@ def test_threaded_matmul_accepts_transposed_views(threads, rng):
 def test_without_threadpoolctl_everything_runs_in_the_calling_thread(monkeypatch):
     """Without a way to hold BLAS to one thread, splitting would oversubscribe the cores."""
     monkeypatch.setattr(parallel, "_blas", False)  # what a missing threadpoolctl leaves behind
+    monkeypatch.setattr(parallel, "_blas_hold", None)
     monkeypatch.setattr(parallel, "_num_threads", None)
     assert parallel.get_num_threads() == 1
     with pytest.raises(ImportError, match="pip install threadpoolctl"):
         parallel.set_num_threads(2)
+
+
+def test_blas_runs_one_thread_per_call_while_our_threads_are_used():
+    """Our threads do the parallel work; BLAS threads would only compete with them."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+
+    before = parallel.get_num_threads()
+    try:
+        parallel.set_num_threads(1)
+        with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+            assert blas_threads() == {2}
+            parallel.set_num_threads(2)
+            assert blas_threads() == {1}
+            parallel.set_num_threads(1)  # BLAS gets its own threads back
+            assert blas_threads() == {2}
+    finally:
+        parallel.set_num_threads(before)
 
 
 def test_set_num_threads_validates_and_restores_default():

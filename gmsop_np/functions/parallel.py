@@ -14,13 +14,16 @@ makes one BLAS call per matrix, and OpenBLAS spreads each 128×128 product over
 its threads, paying a synchronisation per product; :func:`matmul` instead gives
 each thread its own part of the stack.
 
-While our threads run, the BLAS library is held to one thread per call, so that
-``n`` threads keep ``n`` cores busy. That needs ``threadpoolctl`` (the only way to
-reach OpenBLAS's/MKL's thread setting from Python): without it two threads would
-each start BLAS's own threads, which spin-wait for each other and make a busy
-machine many times slower than one thread. So without ``threadpoolctl`` this
-module runs everything in the calling thread (the BLAS library still uses its
-own threads inside each product).
+**BLAS runs one thread per call while this module uses more than one thread.**
+gmsop_np's threads then do the parallel work, and BLAS's own threads would only
+compete with them: two of our threads each starting BLAS's threads oversubscribe
+the cores, and after every multi-threaded BLAS call, even a small one, OpenBLAS
+keeps its idle threads spinning for a while (about 0.1 s) on the cores our threads
+need. So the first parallel call sets the BLAS library to one thread for the whole
+process (``threadpoolctl``), and ``set_num_threads(1)`` gives BLAS its own threads
+back. This affects every NumPy matrix product in the process, not only gmsop_np's.
+Without ``threadpoolctl`` (the only way to reach OpenBLAS's or MKL's setting from
+Python) this module runs everything in the calling thread and leaves BLAS alone.
 
 On CuPy nothing is split: :func:`pieces` returns the whole batch as one piece and
 :func:`run` calls the function once, so the GPU sees the same few large kernels
@@ -45,48 +48,27 @@ __all__ = ["get_num_threads", "set_num_threads", "pieces", "run", "matmul"]
 
 NUM_THREADS_ENV = "GMSOP_NP_NUM_THREADS"
 
-
-def _blas_limiter():
-    """threadpoolctl's controller of the loaded BLAS libraries (cached), or None without threadpoolctl."""
-    global _blas
-    if _blas is None:
-        try:
-            from threadpoolctl import ThreadpoolController  # noqa: PLC0415  (optional dependency)
-        except ImportError:
-            _blas = False
-        else:
-            _blas = ThreadpoolController().select(user_api="blas")
-    return _blas or None
-
-
-def _default_num_threads():
-    if _blas_limiter() is None:
-        return 1
-    if os.environ.get(NUM_THREADS_ENV):
-        return max(1, int(os.environ[NUM_THREADS_ENV]))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-_blas = None  # threadpoolctl controller, False when threadpoolctl is missing, None before the first look
+_blas = None  # threadpoolctl's controller of the BLAS libraries; False without threadpoolctl; None: not looked yet
+_blas_hold = None  # the active "one BLAS thread" limit while our threads are in use
 _num_threads = None  # decided on first use
 _pool = None  # created on first use, re-created when the thread count changes
 _pool_lock = threading.Lock()
 _inside = threading.local()  # set in worker threads: nested calls run serially
 
 
+# ----- how many threads ----------------------------------------------------------------------------
 def get_num_threads() -> int:
     """Threads used for the CPU work split by this module."""
-    global _num_threads
     if _num_threads is None:
-        _num_threads = _default_num_threads()
+        set_num_threads(None)
     return _num_threads
 
 
 def set_num_threads(n) -> None:
-    """Use ``n`` threads (``None``: back to the default, all cores this process may use)."""
+    """Use ``n`` threads (``None``: the default, all cores this process may use).
+
+    With ``n > 1`` the BLAS library runs one thread per call (see the module docstring).
+    """
     global _num_threads, _pool
     n = _default_num_threads() if n is None else int(n)
     if n < 1:
@@ -101,13 +83,49 @@ def set_num_threads(n) -> None:
             _pool.shutdown(wait=True)
             _pool = None
         _num_threads = n
+        _hold_blas_to_one_thread(n > 1)
+
+
+def _default_num_threads():
+    if _blas_limiter() is None:
+        return 1
+    if os.environ.get(NUM_THREADS_ENV):
+        return max(1, int(os.environ[NUM_THREADS_ENV]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _blas_limiter():
+    """threadpoolctl's controller of the loaded BLAS libraries (cached), or None without threadpoolctl."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415  (optional dependency)
+        except ImportError:
+            _blas = False
+        else:
+            _blas = ThreadpoolController().select(user_api="blas")
+    return _blas or None
+
+
+def _hold_blas_to_one_thread(hold):
+    """Set BLAS to one thread per call (``hold``) or give it back its previous setting."""
+    global _blas_hold
+    if hold and _blas_hold is None:
+        _blas_hold = _blas_limiter().limit(limits=1)
+    elif not hold and _blas_hold is not None:
+        _blas_hold.restore_original_limits()
+        _blas_hold = None
 
 
 def _get_pool():
     global _pool
+    workers = get_num_threads() - 1  # the calling thread is the other one
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=get_num_threads() - 1, thread_name_prefix="gmsop-np")
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gmsop-np")
         return _pool
 
 
@@ -152,13 +170,12 @@ def run(fn, parts, like):
         finally:
             _inside.active = False
 
-    with _blas_limiter().limit(limits=1):  # one BLAS thread per call while our threads run
-        helpers = [_get_pool().submit(work) for _ in range(min(threads, len(parts)) - 1)]
-        try:
-            work()
-        finally:
-            for helper in helpers:  # wait for every part (and re-raise a helper's error)
-                helper.result()
+    helpers = [_get_pool().submit(work) for _ in range(min(threads, len(parts)) - 1)]
+    try:
+        work()
+    finally:
+        for helper in helpers:  # wait for every part (and re-raise a helper's error)
+            helper.result()
     return results
 
 
