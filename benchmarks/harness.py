@@ -37,9 +37,9 @@ def set_threads(n):
     """Run every library of this process with ``n`` threads (None: the libraries' defaults).
 
     gmsop_np: its own threads (``functions/parallel.py``), with NumPy's BLAS at one
-    thread per call whenever it uses more than one (its policy); PyTorch: its intra-op
-    threads. With ``n = 1`` every BLAS/OpenMP pool is limited to one thread, and for a
-    gmsop_np without ``functions/parallel.py`` NumPy's BLAS gets ``n`` threads.
+    thread per call (its policy); PyTorch: its intra-op threads. With ``n = 1`` every
+    BLAS/OpenMP pool is limited to one thread, and for a gmsop_np without
+    ``functions/parallel.py`` NumPy's BLAS gets ``n`` threads.
     """
     global _limits
     from threadpoolctl import threadpool_limits  # noqa: PLC0415

@@ -14,16 +14,19 @@ makes one BLAS call per matrix, and OpenBLAS spreads each 128×128 product over
 its threads, paying a synchronisation per product; :func:`matmul` instead gives
 each thread its own part of the stack.
 
-**BLAS runs one thread per call while this module uses more than one thread.**
-gmsop_np's threads then do the parallel work, and BLAS's own threads would only
-compete with them: two of our threads each starting BLAS's threads oversubscribe
-the cores, and after every multi-threaded BLAS call, even a small one, OpenBLAS
-keeps its idle threads spinning for a while (about 0.1 s) on the cores our threads
-need. So the first parallel call sets the BLAS library to one thread for the whole
-process (``threadpoolctl``), and ``set_num_threads(1)`` gives BLAS its own threads
-back. This affects every NumPy matrix product in the process, not only gmsop_np's.
-Without ``threadpoolctl`` (the only way to reach OpenBLAS's or MKL's setting from
-Python) this module runs everything in the calling thread and leaves BLAS alone.
+**BLAS runs one thread per call; the threads are ours.** gmsop_np's threads do
+the parallel work, and BLAS's own threads would only compete with them: two of
+our threads each starting BLAS's threads oversubscribe the cores, and after every
+multi-threaded BLAS call, even a small one, OpenBLAS keeps its idle threads
+spinning for a while (about 0.1 s) on the cores our threads need. So the first use
+of this module sets the BLAS library to one thread per call for the whole process
+(``threadpoolctl``); this affects every NumPy matrix product in the process, not
+only gmsop_np's. It also makes results independent of the number of threads:
+multi-threaded BLAS does not round like single-threaded BLAS, while the parts
+(:func:`pieces`) never depend on the thread count, so 1 or n threads give the same
+numbers bit for bit. Without ``threadpoolctl`` (the only way to reach OpenBLAS's
+or MKL's setting from Python) this module runs everything in the calling thread
+and leaves BLAS alone.
 
 On CuPy nothing is split: :func:`pieces` returns the whole batch as one piece and
 :func:`run` calls the function once, so the GPU sees the same few large kernels
@@ -67,7 +70,7 @@ def get_num_threads() -> int:
 def set_num_threads(n) -> None:
     """Use ``n`` threads (``None``: the default, all cores this process may use).
 
-    With ``n > 1`` the BLAS library runs one thread per call (see the module docstring).
+    From the first call on, the BLAS library runs one thread per call (see the module docstring).
     """
     global _num_threads, _pool
     n = _default_num_threads() if n is None else int(n)
@@ -83,7 +86,7 @@ def set_num_threads(n) -> None:
             _pool.shutdown(wait=True)
             _pool = None
         _num_threads = n
-        _hold_blas_to_one_thread(n > 1)
+        _hold_blas_to_one_thread()
 
 
 def _default_num_threads():
@@ -110,14 +113,11 @@ def _blas_limiter():
     return _blas or None
 
 
-def _hold_blas_to_one_thread(hold):
-    """Set BLAS to one thread per call (``hold``) or give it back its previous setting."""
+def _hold_blas_to_one_thread():
+    """Set the BLAS library to one thread per call, for the rest of the process (once)."""
     global _blas_hold
-    if hold and _blas_hold is None:
+    if _blas_hold is None and _blas_limiter() is not None:
         _blas_hold = _blas_limiter().limit(limits=1)
-    elif not hold and _blas_hold is not None:
-        _blas_hold.restore_original_limits()
-        _blas_hold = None
 
 
 def _get_pool():
@@ -134,17 +134,22 @@ def _is_numpy(array) -> bool:
     return get_array_module(array) is np
 
 
+MIN_PARTS = 8  # a batch of at least 8 items is split into at least 8 parts (work for up to 8 threads)
+
+
 def pieces(x, item_bytes, target_bytes=1 << 21):
     """Slices that cover axis 0 of ``x``: the whole axis on CuPy, cache-sized parts on NumPy.
 
-    A NumPy part holds about ``target_bytes`` of working memory (``item_bytes``
-    per batch item), and there are at least as many parts as threads (when the batch
-    allows), so that every thread has work.
+    A NumPy part holds at most about ``target_bytes`` of working memory
+    (``item_bytes`` per batch item), and there are at least ``MIN_PARTS`` parts when
+    the batch allows, so that the threads have work. The parts do NOT depend on the
+    number of threads: sums over parts are then added in the same order on 1 or n
+    threads, and results are the same bit for bit.
     """
-    n, threads = x.shape[0], get_num_threads()
-    if not _is_numpy(x) or threads == 1 and item_bytes * n <= target_bytes:
+    n = x.shape[0]
+    if not _is_numpy(x):
         return [slice(0, n)]
-    per_part = max(1, min(target_bytes // max(1, item_bytes), -(-n // threads)))
+    per_part = max(1, min(target_bytes // max(1, item_bytes), -(-n // MIN_PARTS)))
     return [slice(start, min(start + per_part, n)) for start in range(0, n, per_part)]
 
 
