@@ -144,8 +144,8 @@ def test_bn_argument_errors():
 
 @pytest.mark.parametrize("shape", [(4, 5, 3, 2), (6, 7)])
 def test_bn_in_channel_groups_on_threads_equals_one_group(shape, rng, monkeypatch):
-    """Channel groups on 1 or 3 threads: the one-group result (outputs, gradients, running
-    statistics), and bit for bit the same result whatever the number of threads."""
+    """One channel group per thread: bit for bit the one-group result (outputs, gradients,
+    running statistics), whatever the number of threads."""
     x, gamma, beta = rng.standard_normal(shape), rng.uniform(0.5, 2.0, shape[1]), rng.standard_normal(shape[1])
     gy = rng.standard_normal(shape)
 
@@ -159,16 +159,16 @@ def test_bn_in_channel_groups_on_threads_equals_one_group(shape, rng, monkeypatc
 
     before = parallel.get_num_threads()
     try:
-        assert len(parallel.pieces(np.empty(shape[1]), item_bytes=1)) == shape[1]  # one channel per group
-        one_thread, three_threads = run(1), run(3)
-        with monkeypatch.context() as m:
-            m.setattr(parallel, "pieces", lambda x, item_bytes: [slice(0, x.shape[0])])
-            one_group = run(1)
+        one_group, three_groups = run(1), run(3)
+        assert len(parallel.per_thread(np.empty(shape[1]))) == 3
+        with monkeypatch.context() as m:  # a channel per group
+            m.setattr(parallel, "per_thread", lambda x: [slice(i, i + 1) for i in range(x.shape[0])])
+            single_channels = run(2)
     finally:
         parallel.set_num_threads(before)
-    for a, b, c in zip(one_thread, three_threads, one_group):
+    for a, b, c in zip(one_group, three_groups, single_channels):
         np.testing.assert_array_equal(a, b)
-        np.testing.assert_allclose(a, c, rtol=1e-13, atol=1e-14)
+        np.testing.assert_array_equal(a, c)
 
 
 def test_bn_backend_parity(xp):

@@ -56,6 +56,12 @@ def test_pieces_give_the_threads_work_in_small_batches():
     assert len(parts) == parallel.MIN_PARTS and covered(parts, 16) == list(range(16))
 
 
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_per_thread_gives_one_part_per_thread(n, threads):
+    parts = parallel.per_thread(np.empty((n, 2)))
+    assert covered(parts, n) == list(range(n)) and len(parts) == min(n, threads)
+
+
 def test_run_returns_results_in_part_order(threads):
     parts = [slice(i, i + 1) for i in range(7)]
     assert parallel.run(lambda part: part.start, parts, np.empty(7)) == list(range(7))
@@ -155,5 +161,7 @@ def test_only_host_arrays_are_split(xp):
     """On the GPU one part = one kernel per step; on the CPU the parts feed the threads."""
     parts = parallel.pieces(xp.zeros((64, 3)), item_bytes=10**9)
     assert parts == ([slice(i, i + 1) for i in range(64)] if xp is np else [slice(0, 64)])
+    threads = parallel.get_num_threads()
+    assert len(parallel.per_thread(xp.zeros((64, 3)))) == (threads if xp is np else 1)
     a = xp.asarray(np.random.default_rng(0).standard_normal((4, 3, 3)))
     np.testing.assert_allclose(gs.to_cpu(parallel.matmul(a, a)), gs.to_cpu(xp.matmul(a, a)), rtol=1e-12)

@@ -35,16 +35,23 @@ def _per_channel(x):
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
+def _channel_sum(a):
+    """``sum(a)`` over every axis but the channel axis 1: (C,)."""
+    return get_array_module(a).einsum("bcp->c", _per_channel(a))
+
+
 def _channel_dot(a, b):
     """``sum(a * b)`` over every axis but the channel axis 1: (C,), without the product array."""
-    xp = get_array_module(a, b)
-    return xp.einsum("bcp,bcp->c", _per_channel(a), _per_channel(b))
+    return get_array_module(a, b).einsum("bcp,bcp->c", _per_channel(a), _per_channel(b))
 
 
-def _channel_parts(x):
-    """Groups of channels for the CPU threads: batch norm treats every channel on its own."""
-    per_channel_bytes = 3 * x.nbytes // x.shape[1]  # input, centred input and output of one channel
-    return parallel.pieces(x.swapaxes(0, 1), per_channel_bytes)
+def _channel_groups(x):
+    """Groups of channels, one per CPU thread: batch norm treats every channel on its own.
+
+    The per-channel sums are ``einsum`` contractions, which add a channel's values in
+    the same order whatever group the channel is in, so the grouping never changes a result.
+    """
+    return parallel.per_thread(x.swapaxes(0, 1))
 
 
 def _joined(parts):
@@ -67,8 +74,8 @@ class BatchNormTrain(Function):
     (kernels on a GPU). The centred input
     $x - \\mu$ is kept for backward (not $\\hat x$: it is one multiplication away);
     the per-channel sums of products need no temporary array (``_channel_dot``).
-    On the CPU, groups of channels run on different threads (``functions/parallel.py``);
-    on the GPU all channels are one group.
+    On the CPU, one group of channels per thread (``functions/parallel.py``); on the
+    GPU all channels are one group.
     """
 
     differentiable_backward = False  # the compact closed form works on raw arrays
@@ -83,7 +90,7 @@ class BatchNormTrain(Function):
 
         def normalize(ch):  # eqs. (1)-(4) for the channels ch
             x_ch, centred, y_ch = x[:, ch], self.centred[:, ch], y[:, ch]
-            mean = _per_channel(x_ch).sum(axis=(0, 2)) / m  # eq. (1)
+            mean = _channel_sum(x_ch) / m  # eq. (1)
             xp.subtract(x_ch, mean.reshape(shape), out=centred)
             var = _channel_dot(centred, centred) / m  # eq. (2), biased
             inv_std = (var + self.eps) ** -0.5  # a Python float keeps x's dtype
@@ -91,7 +98,7 @@ class BatchNormTrain(Function):
             y_ch += beta[ch].reshape(shape)  # eq. (4)
             return mean, var, inv_std
 
-        groups = parallel.run(normalize, _channel_parts(x), x)
+        groups = parallel.run(normalize, _channel_groups(x), x)
         self.mean, self.var, self.inv_std = (_joined([g[i] for g in groups]) for i in range(3))
         return y
 
@@ -104,7 +111,7 @@ class BatchNormTrain(Function):
 
         def backward_channels(ch):
             gy_ch, centred, s = gy[:, ch], self.centred[:, ch], self.inv_std[ch]
-            sum_gy = _per_channel(gy_ch).sum(axis=(0, 2))  # eq. (7): d beta
+            sum_gy = _channel_sum(gy_ch)  # eq. (7): d beta
             sum_gy_x_hat = s * _channel_dot(gy_ch, centred)  # eq. (6): d gamma, as x_hat = s (x - mu)
             if need_x:
                 # eq. (8) written per channel as  a gy + k (x - mu) + q  with
@@ -118,7 +125,7 @@ class BatchNormTrain(Function):
                 gx_ch += q.reshape(shape)
             return sum_gy, sum_gy_x_hat
 
-        groups = parallel.run(backward_channels, _channel_parts(gy), gy)
+        groups = parallel.run(backward_channels, _channel_groups(gy), gy)
         sum_gy, sum_gy_x_hat = (_joined([g[i] for g in groups]) for i in range(2))
         return gx, (sum_gy_x_hat if need_gamma else None), (sum_gy if need_beta else None)
 

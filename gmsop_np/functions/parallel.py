@@ -47,7 +47,7 @@ import numpy as np
 
 from ..backend import get_array_module
 
-__all__ = ["get_num_threads", "set_num_threads", "pieces", "run", "matmul"]
+__all__ = ["get_num_threads", "set_num_threads", "pieces", "per_thread", "run", "matmul"]
 
 NUM_THREADS_ENV = "GMSOP_NP_NUM_THREADS"
 
@@ -151,6 +151,18 @@ def pieces(x, item_bytes, target_bytes=1 << 21):
         return [slice(0, n)]
     per_part = max(1, min(target_bytes // max(1, item_bytes), -(-n // MIN_PARTS)))
     return [slice(start, min(start + per_part, n)) for start in range(0, n, per_part)]
+
+
+def per_thread(x):
+    """Slices that cover axis 0 of ``x``, one per thread on NumPy (the whole axis on CuPy).
+
+    Only for work whose results do not depend on where the axis is cut (per-channel
+    statistics, say): unlike :func:`pieces`, these parts change with the thread count.
+    """
+    n = x.shape[0]
+    parts = get_num_threads() if _is_numpy(x) else 1
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 def run(fn, parts, like):
