@@ -51,8 +51,9 @@ def main(argv=None):
         "--wait-quiet",
         type=float,
         metavar="BUSY",
-        help="before each row, wait (up to 30 min) until the CPUs are busy less than this share (e.g. 0.1)",
+        help="before each row, wait until the CPUs are busy less than this share (e.g. 0.1)",
     )
+    ap.add_argument("--max-wait", type=float, default=1800, help="longest wait for a quiet machine, seconds")
     args = ap.parse_args(argv)
 
     import torch  # noqa: F401,PLC0415  (loaded first, so that the environment records its version)
@@ -65,7 +66,7 @@ def main(argv=None):
             continue
         if args.quick:
             pairs, warmup = 3, 1
-        quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet is not None else None
+        quiet = wait_until_quiet(args.wait_quiet, args.max_wait) if args.wait_quiet is not None else None
         try:
             row = run(threads=threads, pairs=pairs, warmup=warmup, **options)
         except ImportError as error:  # a prototype row run against a gmsop_np without functions/parallel.py
