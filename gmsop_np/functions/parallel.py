@@ -50,9 +50,10 @@ from ..backend import get_array_module
 __all__ = ["get_num_threads", "set_num_threads", "pieces", "per_thread", "run", "matmul"]
 
 NUM_THREADS_ENV = "GMSOP_NP_NUM_THREADS"
+MIN_PARTS = 8  # a batch of at least 8 items is split into at least 8 parts (work for up to 8 threads)
 
 _blas = None  # threadpoolctl's controller of the BLAS libraries; False without threadpoolctl; None: not looked yet
-_blas_hold = None  # the active "one BLAS thread" limit while our threads are in use
+_blas_hold = None  # the "one BLAS thread per call" limit, held from the first use on
 _num_threads = None  # decided on first use
 _pool = None  # created on first use, re-created when the thread count changes
 _pool_lock = threading.Lock()
@@ -132,9 +133,6 @@ def _get_pool():
 # ----- splitting a batch -------------------------------------------------------------------------
 def _is_numpy(array) -> bool:
     return get_array_module(array) is np
-
-
-MIN_PARTS = 8  # a batch of at least 8 items is split into at least 8 parts (work for up to 8 threads)
 
 
 def pieces(x, item_bytes, target_bytes=1 << 21):
