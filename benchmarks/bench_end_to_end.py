@@ -1,9 +1,10 @@
-"""End-to-end training throughput: ResNet-18 + GM-SOP-16-8 at 64x64 (images/s).
+"""End-to-end training step: ResNet-18 + GM-SOP-16-8 at 64x64, gmsop_np vs PyTorch, alternated.
 
 One training step = take a batch from the data loader (shuffle, flip, normalise,
 background thread) -> forward -> CE_mean + L_B / B -> backward -> SGD step
 (momentum 0.9, weight decay 5e-4). The data are random uint8 images in memory
 with 1000 classes, so the figure measures the training application, not a disk.
+Each side has its own loader of the same kind.
 
 * gmsop_np on NumPy, batch 32 (``--backend numpy``), and on CuPy, batch 256
   (``--backend cupy``, when a GPU is available);
@@ -11,23 +12,21 @@ with 1000 classes, so the figure measures the training application, not a disk.
   Table 1 + GM-SOP-16-8: gate = 1x1 conv 128->256 +BN+ReLU, 1x1 conv ->128
   +BN+ReLU, SR-SOP (5 NS iterations), noisy Top-8 of 16; components =
   parametric SR-SOP run only on the samples that chose them; BN1d + Dropout(0.2)
-  + FC), when ``torch`` is importable. PyTorch is used by this script only.
+  + FC). PyTorch is used by this script only.
 
-    python benchmarks/bench_end_to_end.py                 # NumPy batch 32 (+ PyTorch CPU)
-    python benchmarks/bench_end_to_end.py --backend cupy  # CuPy batch 256 (+ PyTorch CUDA)
-    python benchmarks/bench_end_to_end.py --json out.json
+    python benchmarks/bench_end_to_end.py                 # NumPy batch 32 vs PyTorch CPU
+    python benchmarks/bench_end_to_end.py --backend cupy  # CuPy batch 256 vs PyTorch CUDA
+    python benchmarks/bench_end_to_end.py --profile       # where the gmsop_np step spends its time
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
-import platform
-import statistics
-import time
 
 import numpy as np
+from harness import compare, environment, format_row
 
 import gmsop_np as gs
 import gmsop_np.functional as F
@@ -36,25 +35,43 @@ from gmsop_np.models import resnet18
 from gmsop_np.optim import SGD
 
 
-# ----- gmsop_np -----------------------------------------------------------------------------------
 def random_dataset(n, size, classes, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, 3, size, size), dtype=np.uint8)
     return ArrayDataset(images, rng.integers(0, classes, size=n), classes, mean=[120.0] * 3, std=[60.0] * 3)
 
 
-def time_gmsop_np(backend, batch, size, steps, warmup, classes=1000):
+def endless_batches(batch, size, classes):
+    """Batches from a shuffling, flipping loader, pass after pass (8 batches per pass)."""
+    loader = DataLoader(random_dataset(8 * batch, size, classes), batch, shuffle=True, train=True, flip=True)
+    while True:
+        yield from loader
+
+
+def _threaded_products():
+    """prototypes.threaded_products, imported only when asked for (it needs functions/parallel.py)."""
+    from prototypes import threaded_products  # noqa: PLC0415
+
+    return threaded_products
+
+
+# ----- gmsop_np -----------------------------------------------------------------------------------
+def gmsop_step_fn(backend, batch, size, classes=1000, threaded_products=False):
+    """A closure running one training step of gmsop_np on ``backend`` (and the parameter count).
+
+    ``threaded_products``: with the prototype of prototypes.threaded_products.
+    """
     with gs.using_backend(backend):
         model = resnet18(head="gmsop", num_classes=classes, input_size=size, seed=0)
-        if backend == "cupy":
-            model.to_gpu()
         opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-        data = random_dataset(batch * (steps + warmup), size, classes)
-        loader = DataLoader(data, batch, shuffle=True, train=True, flip=True, drop_last=True)
+        batches = endless_batches(batch, size, classes)
         xp = gs.backend.default_xp()
-        times, tick = [], time.perf_counter()
-        model.train()
-        for i, (x, y) in enumerate(loader):
+    model.train()
+    context = _threaded_products() if threaded_products else contextlib.nullcontext
+
+    def step():
+        with gs.using_backend(backend), context():
+            x, y = next(batches)
             logits = model(gs.Tensor(x))
             loss = F.softmax_cross_entropy(logits, y) + model.balance_loss / batch
             opt.zero_grad()
@@ -62,12 +79,8 @@ def time_gmsop_np(backend, batch, size, steps, warmup, classes=1000):
             opt.step()
             if backend == "cupy":
                 xp.cuda.Stream.null.synchronize()
-            now = time.perf_counter()
-            if i >= warmup:
-                times.append(now - tick)
-            tick = now
-        params = model.num_parameters()
-    return times, params
+
+    return step, model.num_parameters()
 
 
 # ----- PyTorch (the same network, written here) ---------------------------------------------------------
@@ -162,16 +175,17 @@ def torch_model(classes, size, num_components=16, k=8, ns_iters=5):
     return Net()
 
 
-def time_torch(device, batch, size, steps, warmup, classes=1000):
+def torch_step_fn(device, batch, size, classes=1000):
+    """A closure running one training step of the PyTorch network (and the parameter count)."""
     import torch
 
     torch.manual_seed(0)
     model = torch_model(classes, size).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    data = random_dataset(batch * (steps + warmup), size, classes)
-    loader = DataLoader(data, batch, shuffle=True, train=True, flip=True, drop_last=True)
-    times, tick = [], time.perf_counter()
-    for i, (x, y) in enumerate(loader):
+    batches = endless_batches(batch, size, classes)
+
+    def step():
+        x, y = next(batches)
         x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         logits, balance = model(x)
         loss = torch.nn.functional.cross_entropy(logits, y) + balance / batch
@@ -180,75 +194,48 @@ def time_torch(device, batch, size, steps, warmup, classes=1000):
         opt.step()
         if device == "cuda":
             torch.cuda.synchronize()
-        now = time.perf_counter()
-        if i >= warmup:
-            times.append(now - tick)
-        tick = now
-    return times, sum(p.numel() for p in model.parameters())
+
+    return step, sum(p.numel() for p in model.parameters())
 
 
-def main():
+def run(threads=None, pairs=6, warmup=2, backend="numpy", batch=None, size=64, threaded_products=False):
+    batch = batch or (32 if backend == "numpy" else 256)
+    gmsop, params_g = gmsop_step_fn(backend, batch, size, threaded_products=threaded_products)
+    torch_, params_t = torch_step_fn("cuda" if backend == "cupy" else "cpu", batch, size)
+    assert params_g == params_t, f"the two networks differ: {params_g:,} vs {params_t:,} parameters"
+    name = f"ResNet-18 + GM-SOP-16-8 end to end, batch {batch}" + (" (CuPy)" if backend == "cupy" else "")
+    if threaded_products:
+        name += " (prototype: threaded NS products)"
+    return compare(name, gmsop, torch_, pairs, warmup, threads=threads, parameters=params_g)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--batch", type=int, default=None, help="default: 32 (numpy), 256 (cupy)")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed pairs first")
+    parser.add_argument("--pairs", type=int, default=6, help="timed (gmsop_np, PyTorch) pairs")
+    parser.add_argument("--threads", type=int, help="threads for every library (default: the libraries' own)")
+    parser.add_argument("--profile", action="store_true", help="profile one gmsop_np step instead of comparing")
+    parser.add_argument("--cpu-clock", action="store_true", help="--profile with CPU time (busy machines)")
     parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-    batch = args.batch or (32 if args.backend == "numpy" else 256)
-
-    report = {
-        "benchmark": "end_to_end_resnet18_gmsop16_8",
-        "backend": args.backend,
-        "batch": batch,
-        "size": args.size,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "machine": platform.platform(),
-        "processor": platform.processor(),
-        "cpus": os.cpu_count(),
-        "numpy": np.__version__,
-        "load_average_before": os.getloadavg(),
-    }
-    times, params = time_gmsop_np(args.backend, batch, args.size, args.steps, args.warmup)
-    step = statistics.median(times)
-    report["gmsop_np"] = {"median_step_s": step, "images_per_s": batch / step, "steps_s": times, "params": params}
-    print(
-        f"gmsop_np ({args.backend}, batch {batch}): {step:.3f} s/step, {batch / step:.1f} images/s, "
-        f"{params:,} parameters"
+    parser.add_argument(
+        "--threaded-products", action="store_true", help="prototype: NS products through parallel.matmul"
     )
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("PyTorch is not installed: no comparison")
-        else:
-            device = "cuda" if args.backend == "cupy" else "cpu"
-            if device == "cuda" and not torch.cuda.is_available():
-                print("PyTorch has no CUDA here: no GPU comparison")
-            else:
-                times, params = time_torch(device, batch, args.size, args.steps, args.warmup)
-                step_t = statistics.median(times)
-                report["torch"] = {
-                    "version": torch.__version__,
-                    "device": device,
-                    "threads": torch.get_num_threads(),
-                    "median_step_s": step_t,
-                    "images_per_s": batch / step_t,
-                    "steps_s": times,
-                    "params": params,
-                }
-                print(
-                    f"PyTorch {torch.__version__} ({device}, batch {batch}): {step_t:.3f} s/step, "
-                    f"{batch / step_t:.1f} images/s, {params:,} parameters; gmsop_np slower by "
-                    f"{step / step_t:.2f}x"
-                )
-    report["load_average_after"] = os.getloadavg()
+    args = parser.parse_args(argv)
+
+    if args.profile:
+        from profile_step import profile_report  # noqa: PLC0415
+
+        step, _ = gmsop_step_fn(args.backend, args.batch or 32, args.size, threaded_products=args.threaded_products)
+        print(profile_report(step, threads=args.threads, cpu_clock=args.cpu_clock))
+        return
+    row = run(args.threads, args.pairs, args.warmup, args.backend, args.batch, args.size, args.threaded_products)
+    print(format_row(row))
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
+            json.dump({"environment": environment(), "rows": [row]}, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,59 +1,29 @@
-"""Training-step throughput of ResNet-18 (GAP head) on the CPU: gmsop_np (NumPy) vs PyTorch.
+"""Training step of ResNet-18 (GAP head) on the CPU: gmsop_np (NumPy) vs PyTorch, alternated.
 
 One step = forward + softmax cross-entropy + backward + SGD update (momentum 0.9,
-weight decay 5e-4), batch 32, 64×64 images, 1000 classes, float32. We report
-images/s from the median of N timed steps after warm-up steps.
+weight decay 5e-4), batch 32, 64×64 images, 1000 classes, float32. The same
+network is written below in PyTorch; it receives the gmsop_np weights and the two
+evaluation-mode forward passes are compared first, to confirm the architectures
+agree. Timing: ``harness.compare`` (steps alternated A B / B A, median of the
+per-pair ratios). PyTorch is used ONLY here, never by the package or the tests.
 
-When PyTorch is importable the same network is written below in PyTorch, its
-weights are copied from the gmsop_np model and the two forward passes are
-compared (evaluation mode) to confirm the architectures agree; then it is timed
-the same way. PyTorch is used ONLY here, never by the package or the tests.
-
-    python benchmarks/bench_resnet_cpu.py --steps 5 --json benchmarks/resnet_cpu.json
-    python benchmarks/bench_resnet_cpu.py --profile       # where the NumPy step spends its time
-    python benchmarks/bench_resnet_cpu.py --threads 1     # one BLAS / PyTorch thread each
-
-On a shared machine, multi-threaded BLAS suffers badly when other processes
-compete for the cores; ``--threads 1`` gives a comparison that is robust to that.
+    python benchmarks/bench_resnet_cpu.py                  # default threads
+    python benchmarks/bench_resnet_cpu.py --threads 1      # one BLAS / PyTorch thread each
+    python benchmarks/bench_resnet_cpu.py --profile        # where the NumPy step spends its time
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import json
 
+import numpy as np
+from harness import compare, environment, format_row
 
-def _threads_from_argv(argv):
-    """--threads must act before NumPy is imported (BLAS reads these variables at load time)."""
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return None
-
-
-_THREADS = _threads_from_argv(sys.argv)
-if _THREADS is not None:
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = _THREADS
-
-import argparse  # noqa: E402
-import cProfile  # noqa: E402
-import datetime  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import pstats  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-import gmsop_np as gs  # noqa: E402
-import gmsop_np.functional as F  # noqa: E402
-from gmsop_np.models import resnet18  # noqa: E402
-from gmsop_np.optim import SGD  # noqa: E402
+import gmsop_np as gs
+import gmsop_np.functional as F
+from gmsop_np.models import resnet18
+from gmsop_np.optim import SGD
 
 
 # ----- gmsop_np ------------------------------------------------------------------------------
@@ -72,17 +42,6 @@ def numpy_step(model, opt, x, y):
     loss.backward()
     opt.step()
     return loss.item()
-
-
-def time_steps(step, warmup, steps):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 # ----- PyTorch (same architecture) ------------------------------------------------------------
@@ -139,41 +98,36 @@ def copy_weights_to_torch(np_model, t_model):
             dst.copy_(torch.from_numpy(np.ascontiguousarray(src)))
 
 
-def run_torch(np_model, batch, size, num_classes, warmup, steps, x_np, y_np):
+def make_steps(batch=32, size=64, num_classes=1000):
+    """The two training steps (same weights, same batch) and the eval-mode logit difference."""
     import torch  # noqa: PLC0415
 
-    if _THREADS is not None:
-        torch.set_num_threads(int(_THREADS))
+    model, opt, x, y = numpy_setup(batch, size, num_classes)
     t_model = torch_model(num_classes)
-    copy_weights_to_torch(np_model, t_model)
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np.astype(np.int64))
+    copy_weights_to_torch(model, t_model)
+    tx, ty = torch.from_numpy(x.data), torch.from_numpy(y.astype(np.int64))
     t_model.eval()
-    np_model.eval()
+    model.eval()
     with torch.no_grad(), gs.no_grad():
-        diff = float(np.abs(t_model(x).numpy() - np_model(gs.Tensor(x_np)).data).max())
+        diff = float(np.abs(t_model(tx).numpy() - model(x).data).max())
     t_model.train()
-    np_model.train()
-    opt = torch.optim.SGD(t_model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    t_opt = torch.optim.SGD(t_model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    def step():
-        loss = loss_fn(t_model(x), y)
-        opt.zero_grad()
+    def torch_step():
+        loss = loss_fn(t_model(tx), ty)
+        t_opt.zero_grad()
         loss.backward()
-        opt.step()
+        t_opt.step()
 
-    return time_steps(step, warmup, steps), diff, torch.__version__, torch.get_num_threads()
+    return (lambda: numpy_step(model, opt, x, y)), torch_step, {"max_abs_logit_diff_eval": diff}
 
 
-# ----- main ----------------------------------------------------------------------------------
-def profile_numpy_step(model, opt, x, y, top=25):
-    prof = cProfile.Profile()
-    prof.enable()
-    numpy_step(model, opt, x, y)
-    prof.disable()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
-    return out.getvalue()
+def run(threads=None, pairs=8, warmup=2, batch=32, size=64, num_classes=1000):
+    gmsop_step, torch_step, info = make_steps(batch, size, num_classes)
+    name = f"ResNet-18 + GAP training step, batch {batch}, {size}x{size}"
+    return compare(name, gmsop_step, torch_step, pairs, warmup, threads=threads, **info)
 
 
 def main(argv=None):
@@ -181,77 +135,26 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--classes", type=int, default=1000)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    ap.add_argument("--profile", action="store_true", help="cProfile one NumPy step and print the top functions")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed pairs first")
+    ap.add_argument("--pairs", type=int, default=8, help="timed (gmsop_np, PyTorch) pairs")
+    ap.add_argument("--threads", type=int, help="threads for every library (default: the libraries' own)")
+    ap.add_argument("--profile", action="store_true", help="profile one gmsop_np step instead of comparing")
+    ap.add_argument("--cpu-clock", action="store_true", help="--profile with CPU time (busy machines)")
     ap.add_argument("--json", help="write the results to this JSON file")
-    ap.add_argument("--threads", type=int, help="BLAS / PyTorch threads (default: the libraries' own choice)")
     args = ap.parse_args(argv)
 
-    model, opt, x, y = numpy_setup(args.batch, args.size, args.classes)
-    np_times = time_steps(lambda: numpy_step(model, opt, x, y), args.warmup, args.steps)
-    result = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
-        "numpy": np.__version__,
-        "threads_requested": args.threads,
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "config": dict(
-            arch="resnet18",
-            head="gap",
-            batch=args.batch,
-            size=args.size,
-            classes=args.classes,
-            warmup=args.warmup,
-            steps=args.steps,
-            dtype="float32",
-        ),
-        "gmsop_np_step_s": np_times,
-        "gmsop_np_images_per_s": args.batch / statistics.median(np_times),
-    }
-    rows = [("gmsop_np (NumPy)", statistics.median(np_times), result["gmsop_np_images_per_s"])]
-    if not args.no_torch:
-        try:
-            import torch  # noqa: F401,PLC0415
-        except ImportError:
-            print("PyTorch is not importable: skipping the comparison")
-        else:
-            t_times, diff, version, threads = run_torch(
-                model, args.batch, args.size, args.classes, args.warmup, args.steps, x.data, y
-            )
-            result.update(
-                torch=version,
-                torch_threads=threads,
-                torch_step_s=t_times,
-                torch_images_per_s=args.batch / statistics.median(t_times),
-                max_abs_logit_diff_eval=diff,
-            )
-            result["slowdown_vs_torch"] = result["torch_images_per_s"] / result["gmsop_np_images_per_s"]
-            rows.append(
-                (f"PyTorch {version} CPU ({threads} threads)", statistics.median(t_times), result["torch_images_per_s"])
-            )
-
-    print(
-        f"ResNet-18 (GAP), batch {args.batch}, {args.size}x{args.size}, float32, "
-        f"median of {args.steps} steps after {args.warmup} warm-up"
-    )
-    print(f"{'implementation':<36} {'step (s)':>10} {'images/s':>10}")
-    for name, t, ips in rows:
-        print(f"{name:<36} {t:>10.3f} {ips:>10.1f}")
-    if "slowdown_vs_torch" in result:
-        print(
-            f"gmsop_np is {result['slowdown_vs_torch']:.1f}x slower than PyTorch "
-            f"(eval-mode logits agree to {result['max_abs_logit_diff_eval']:.1e})"
-        )
     if args.profile:
-        report = profile_numpy_step(model, opt, x, y)
-        print(report)
-        result["profile_top"] = report
+        from profile_step import profile_report  # noqa: PLC0415
+
+        model, opt, x, y = numpy_setup(args.batch, args.size, args.classes)
+        print(profile_report(lambda: numpy_step(model, opt, x, y), threads=args.threads, cpu_clock=args.cpu_clock))
+        return
+    row = run(args.threads, args.pairs, args.warmup, args.batch, args.size, args.classes)
+    print(format_row(row))
+    print(f"eval-mode logits agree to {row['max_abs_logit_diff_eval']:.1e}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
+            json.dump({"environment": environment(), "rows": [row]}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,34 +1,35 @@
-"""Time the SR-SOP head alone: covariance -> Newton–Schulz (5 steps) -> triu, forward + backward.
+"""The SR-SOP head alone: covariance -> Newton–Schulz (5 steps) -> triu, forward + backward.
 
 gmsop_np (NumPy, float32, hand-written backwards) against PyTorch (CPU, the same
-computation written in torch ops, differentiated by autograd), in the same run:
+computation written in torch ops in this script, differentiated by autograd),
+alternated step by step (``harness.compare``):
 
-    python benchmarks/bench_sop_head.py                      # B=256, C=128, 8×8, 5 iterations
-    python benchmarks/bench_sop_head.py --json results.json  # also write the figures as JSON
+    python benchmarks/bench_sop_head.py                  # B=256, C=128, 8×8, 5 iterations
+    python benchmarks/bench_sop_head.py --threads 1
+    python benchmarks/bench_sop_head.py --profile        # where the gmsop_np step spends its time
 
-Reported: the median wall time of ``repeats`` runs after ``warmup`` runs, for the
-forward alone and for forward + backward, and the ratio gmsop_np / PyTorch.
+Before timing, the outputs and input gradients of the two are compared.
 PyTorch is imported only here (never by the package or the tests).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import contextlib
 import json
-import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
+from harness import compare, environment, format_row
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import gmsop_np as gs
+import gmsop_np.functional as F
 
-import gmsop_np as gs  # noqa: E402
-import gmsop_np.functional as F  # noqa: E402
+
+def _threaded_products():
+    """prototypes.threaded_products, imported only when asked for (it needs functions/parallel.py)."""
+    from prototypes import threaded_products  # noqa: PLC0415
+
+    return threaded_products
 
 
 # ----- gmsop_np ----------------------------------------------------------------------------------
@@ -79,35 +80,44 @@ def torch_step(torch, x_data, gv, num_iters, backward):
     return x.grad.numpy()
 
 
-# ----- timing ------------------------------------------------------------------------------------------
-def median_time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def make_inputs(batch=256, channels=128, size=8, seed=0):
+    """ReLU-like features (B, C, size, size) and a random upstream gradient for the triu output."""
+    rng = np.random.default_rng(seed)
+    x = np.maximum(rng.standard_normal((batch, channels, size, size)), 0).astype(np.float32)
+    gv = rng.standard_normal((batch, channels * (channels + 1) // 2)).astype(np.float32)
+    return x, gv
 
 
-def machine_info(torch):
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return dict(
-        cpu=cpu,
-        logical_cpus=os.cpu_count(),
-        load_average_1min=round(load, 2),
-        python=platform.python_version(),
-        numpy=np.__version__,
-        torch=torch.__version__,
-        torch_threads=torch.get_num_threads(),
-    )
+def make_steps(batch=256, channels=128, size=8, iters=5, threaded_products=False):
+    """Forward + backward steps of both implementations, and how far their results differ.
+
+    ``threaded_products``: run gmsop_np with the prototype of prototypes.threaded_products.
+    """
+    import torch  # noqa: PLC0415  (benchmarks only)
+
+    x, gv = make_inputs(batch, channels, size)
+    context = _threaded_products() if threaded_products else contextlib.nullcontext
+
+    def gmsop(backward):
+        with context():
+            return gmsop_step(x, gv, iters, backward)
+
+    def rel(a, b):
+        return float(np.abs(a - b).max() / np.abs(b).max())
+
+    info = {
+        "max_rel_diff_forward": rel(gmsop(False), torch_step(torch, x, gv, iters, False)),
+        "max_rel_diff_input_grad": rel(gmsop(True), torch_step(torch, x, gv, iters, True)),
+    }
+    return (lambda: gmsop(True)), (lambda: torch_step(torch, x, gv, iters, True)), info
+
+
+def run(threads=None, pairs=10, warmup=2, batch=256, channels=128, size=8, iters=5, threaded_products=False):
+    gmsop, torch_, info = make_steps(batch, channels, size, iters, threaded_products)
+    name = f"SR-SOP head alone, B = {batch}, forward + backward"
+    if threaded_products:
+        name += " (prototype: threaded NS products)"
+    return compare(name, gmsop, torch_, pairs, warmup, threads=threads, **info)
 
 
 def main(argv=None):
@@ -116,69 +126,40 @@ def main(argv=None):
     parser.add_argument("--channels", type=int, default=128)
     parser.add_argument("--size", type=int, default=8, help="side of the square feature map (8 -> L = 64)")
     parser.add_argument("--iters", type=int, default=5, help="Newton-Schulz iterations")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-' = stdout)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed pairs first")
+    parser.add_argument("--pairs", type=int, default=10, help="timed (gmsop_np, PyTorch) pairs")
+    parser.add_argument("--threads", type=int, help="threads for every library (default: the libraries' own)")
+    parser.add_argument("--profile", action="store_true", help="profile one gmsop_np step instead of comparing")
+    parser.add_argument("--cpu-clock", action="store_true", help="--profile with CPU time (busy machines)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument(
+        "--threaded-products", action="store_true", help="prototype: NS products through parallel.matmul"
+    )
     args = parser.parse_args(argv)
 
-    import torch  # noqa: PLC0415  (benchmarks only)
+    if args.profile:
+        from profile_step import profile_report  # noqa: PLC0415
 
-    rng = np.random.default_rng(args.seed)
-    shape = (args.batch, args.channels, args.size, args.size)
-    x = np.maximum(rng.standard_normal(shape), 0).astype(np.float32)  # ReLU features
-    dim = args.channels * (args.channels + 1) // 2
-    gv = rng.standard_normal((args.batch, dim)).astype(np.float32)
+        x, gv = make_inputs(args.batch, args.channels, args.size)
+        context = _threaded_products() if args.threaded_products else contextlib.nullcontext
 
-    # Same computation? Compare outputs and input gradients once.
-    out_gs, out_torch = gmsop_step(x, gv, args.iters, False), torch_step(torch, x, gv, args.iters, False)
-    grad_gs, grad_torch = gmsop_step(x, gv, args.iters, True), torch_step(torch, x, gv, args.iters, True)
-    rel = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())  # noqa: E731
+        def step():
+            with context():
+                gmsop_step(x, gv, args.iters, True)
 
-    results = dict(
-        benchmark="SR-SOP head (cov -> NS -> triu), forward + backward",
-        date=datetime.date.today().isoformat(),
-        config=dict(
-            batch=args.batch,
-            channels=args.channels,
-            map=f"{args.size}x{args.size}",
-            ns_iters=args.iters,
-            dtype="float32",
-            repeats=args.repeats,
-            warmup=args.warmup,
-        ),
-        machine=machine_info(torch),
-        max_rel_diff=dict(forward=rel(out_gs, out_torch), input_grad=rel(grad_gs, grad_torch)),
+        print(profile_report(step, threads=args.threads, cpu_clock=args.cpu_clock))
+        return
+    row = run(
+        args.threads, args.pairs, args.warmup, args.batch, args.channels, args.size, args.iters, args.threaded_products
     )
-    for name, backward in (("forward", False), ("forward_backward", True)):
-        t_gs = median_time(lambda b=backward: gmsop_step(x, gv, args.iters, b), args.warmup, args.repeats)
-        t_torch = median_time(lambda b=backward: torch_step(torch, x, gv, args.iters, b), args.warmup, args.repeats)
-        results[name] = dict(
-            gmsop_np_ms=round(1e3 * t_gs, 2),
-            torch_ms=round(1e3 * t_torch, 2),
-            ratio_gmsop_over_torch=round(t_gs / t_torch, 2),
-        )
-
-    c = results["config"]
-    print(f"SR-SOP head: B={c['batch']}, C={c['channels']}, map {c['map']}, NS {c['ns_iters']} iterations, float32")
-    print(f"machine: {results['machine']}")
+    print(format_row(row))
     print(
-        f"max relative difference gmsop_np vs torch: forward {results['max_rel_diff']['forward']:.2e}, "
-        f"input gradient {results['max_rel_diff']['input_grad']:.2e}"
+        f"max relative difference gmsop_np vs torch: forward {row['max_rel_diff_forward']:.1e}, "
+        f"input gradient {row['max_rel_diff_input_grad']:.1e}"
     )
-    for name in ("forward", "forward_backward"):
-        r = results[name]
-        print(
-            f"{name:17s} gmsop_np {r['gmsop_np_ms']:8.2f} ms   torch {r['torch_ms']:8.2f} ms   "
-            f"ratio {r['ratio_gmsop_over_torch']:.2f}"
-        )
     if args.json:
-        text = json.dumps(results, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-    return results
+        with open(args.json, "w") as f:
+            json.dump({"environment": environment(), "rows": [row]}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ marked = np.pad(image, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-1)  # 
 cols = im2col(image, 3, 3, padding=(1, 1))  # what conv2d uses (zero padding)
 matrix = im2col(marked, 3, 3).reshape(9, 16)  # the same fields, read from the marked padded image
 im2col_consistent = np.array_equal(np.where(matrix < 0, 0, matrix), cols.reshape(9, 16))
-print("im2col output shape (C, kh, kw, B, Ho, Wo):", cols.shape, "-> as a matrix", matrix.shape)
+print("im2col output shape (B, C, kh, kw, Ho, Wo):", cols.shape, "-> as a matrix", matrix.shape)
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw=dict(width_ratios=[1, 2.6]))
 axes[0].imshow(marked[0, 0], cmap="Blues", vmin=-1, vmax=16)

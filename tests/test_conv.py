@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.functions import conv as conv_module
+from gmsop_np.functions import parallel
 
 from strategies import arrays, conv_configs
 
@@ -118,6 +119,66 @@ def test_col2im_is_the_adjoint_of_im2col_eq7(data, cfg):
     lhs = np.vdot(cols, c)
     rhs = np.vdot(x, conv_module.col2im(c, x.shape, stride, padding))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12)
+
+
+@given(data=st.data(), cfg=conv_configs())
+def test_im2col_copies_every_window_eq2(data, cfg):
+    """The strided-view im2col against eq. (2) written as one slice per kernel offset."""
+    x = data.draw(arrays(cfg["x_shape"]))
+    _, _, kh, kw = cfg["w_shape"]
+    (sh, sw), (ph, pw) = as_pair(cfg["stride"]), as_pair(cfg["padding"])
+    cols = conv_module.im2col(x, kh, kw, (sh, sw), (ph, pw))
+    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    B, C, Ho, Wo = x.shape[0], x.shape[1], cols.shape[4], cols.shape[5]
+    assert cols.shape == (B, C, kh, kw, Ho, Wo) and cols.flags.c_contiguous
+    for i in range(kh):
+        for j in range(kw):
+            np.testing.assert_array_equal(cols[:, :, i, j], x_pad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw])
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, padding",
+    [((2, 3, 6, 5), (4, 3, 3, 3), (1, 1)), ((1, 2, 5, 4), (3, 2, 2, 3), (0, 1)), ((2, 1, 4, 4), (2, 1, 3, 3), (2, 2))],
+)
+def test_conv_input_gradient_as_convolution_equals_col2im_eq11(x_shape, w_shape, padding, rng):
+    """Stride 1: x̄ = conv(ȳ, flipped W) (eq. (11)) equals col2im(W_matᵀ ȳ) (eqs. (6)-(7))."""
+    W = rng.standard_normal(w_shape)
+    y_shape = F.conv2d(np.zeros(x_shape), W, padding=padding).shape
+    gy = rng.standard_normal(y_shape)
+    via_convolution = np.empty(x_shape)
+    conv_module.Conv2d((1, 1), padding)._input_gradient_part(W)(via_convolution, gy)
+    C_out, C_in, kh, kw = w_shape
+    g_cols = np.matmul(W.reshape(C_out, -1).T, gy.reshape(y_shape[0], C_out, -1))
+    g_cols = g_cols.reshape(y_shape[0], C_in, kh, kw, *y_shape[2:])
+    np.testing.assert_allclose(via_convolution, conv_module.col2im(g_cols, x_shape, (1, 1), padding), rtol=1e-12)
+
+
+@pytest.mark.parametrize("stride, padding, k", [(1, 1, 3), (2, 1, 3), (2, 0, 1)])
+def test_conv_in_parts_on_threads_equals_whole_batch(stride, padding, k, rng, monkeypatch):
+    """The batch in parts (one image each here) on 1 or 3 threads: the whole-batch result,
+    and bit for bit the same result whatever the number of threads."""
+    x, W = rng.standard_normal((5, 3, 7, 6)), rng.standard_normal((4, 3, k, k))
+    gy = rng.standard_normal(F.conv2d(x, W, stride=stride, padding=padding).shape)
+
+    def run(threads):
+        parallel.set_num_threads(threads)
+        tx, tW = gs.Tensor(x, requires_grad=True), gs.Tensor(W, requires_grad=True)
+        y = F.conv2d(tx, tW, stride=stride, padding=padding)
+        y.backward(gy)
+        return y.data, tx.grad.data, tW.grad.data
+
+    before = parallel.get_num_threads()
+    try:
+        assert len(parallel.pieces(x, item_bytes=1)) == 5
+        one_thread, three_threads = run(1), run(3)
+        with monkeypatch.context() as m:
+            m.setattr(parallel, "pieces", lambda x, item_bytes: [slice(0, x.shape[0])])
+            whole = run(1)
+    finally:
+        parallel.set_num_threads(before)
+    for a, b, c in zip(one_thread, three_threads, whole):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("w_shape", [(3, 2, 3, 3), (3, 2, 1, 1)])

@@ -13,6 +13,7 @@ from test_conv import cited_equations
 import gmsop_np as gs
 import gmsop_np.functional as F
 from gmsop_np.functions import norm as norm_module
+from gmsop_np.functions import parallel
 
 from strategies import arrays, distinct_arrays
 
@@ -139,6 +140,35 @@ def test_bn_argument_errors():
         F.batch_norm(x, np.ones(2), np.zeros(2), np.zeros(2), np.ones(3))
     with pytest.raises(ValueError, match=r"\(B, C\) or \(B, C, H, W\)"):
         F.batch_norm(np.ones((3, 2, 4)), np.ones(2), np.zeros(2))
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 3, 2), (6, 7)])
+def test_bn_in_channel_groups_on_threads_equals_one_group(shape, rng, monkeypatch):
+    """One channel group per thread: bit for bit the one-group result (outputs, gradients,
+    running statistics), whatever the number of threads."""
+    x, gamma, beta = rng.standard_normal(shape), rng.uniform(0.5, 2.0, shape[1]), rng.standard_normal(shape[1])
+    gy = rng.standard_normal(shape)
+
+    def run(threads):
+        parallel.set_num_threads(threads)
+        tx, tg, tb = (gs.Tensor(a, requires_grad=True) for a in (x, gamma, beta))
+        mean, var = np.zeros(shape[1]), np.ones(shape[1])
+        y = F.batch_norm(tx, tg, tb, mean, var, training=True)
+        y.backward(gy)
+        return y.data, tx.grad.data, tg.grad.data, tb.grad.data, mean, var
+
+    before = parallel.get_num_threads()
+    try:
+        one_group, three_groups = run(1), run(3)
+        assert len(parallel.per_thread(np.empty(shape[1]))) == 3
+        with monkeypatch.context() as m:  # a channel per group
+            m.setattr(parallel, "per_thread", lambda x: [slice(i, i + 1) for i in range(x.shape[0])])
+            single_channels = run(2)
+    finally:
+        parallel.set_num_threads(before)
+    for a, b, c in zip(one_group, three_groups, single_channels):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
 
 
 def test_bn_backend_parity(xp):

@@ -152,11 +152,18 @@ def test_fit_resume_across_backends_and_evaluate_on_the_stand_in(tmp_path):
 
         on_device = evaluate_checkpoint(str(tmp_path / "numpy"), "last", backend="cupy")
     on_host = evaluate_checkpoint(str(tmp_path / "to_gpu"), "last", backend="numpy")
+    # The backends sum in different orders (the NumPy kernels split a batch into parts for the CPU
+    # threads; a device runs it whole), so float32 results agree to rounding, not bit for bit.
     reference = _metrics(str(tmp_path / "numpy"))
     for name in ("to_gpu", "to_cpu"):
-        assert _metrics(str(tmp_path / name)) == reference, name
+        rows = _metrics(str(tmp_path / name))
+        assert [r.keys() for r in rows] == [r.keys() for r in reference], name
+        for row, ref in zip(rows, reference):
+            for key, value in ref.items():
+                assert float(row[key]) == pytest.approx(float(value), rel=1e-4, abs=1e-6), (name, key)
     assert on_device["top1"] == on_host["top1"] == float(reference[-1]["val_top1"])
-    assert on_device["loss"] == on_host["loss"] == float(reference[-1]["val_loss"])
+    assert on_device["loss"] == pytest.approx(on_host["loss"], rel=1e-5)
+    assert on_host["loss"] == pytest.approx(float(reference[-1]["val_loss"]), rel=1e-5)
 
 
 def _per_step_events(tmp_path, name, head_options):

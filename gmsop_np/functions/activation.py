@@ -32,11 +32,11 @@ class ReLU(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        return xp.maximum(x, xp.asarray(0, dtype=x.dtype))
+        return xp.maximum(x, 0)  # a Python scalar keeps x's dtype and is no device transfer
 
     def backward(self, gy):
         y = self.output().data
-        return gy * Tensor((y > 0).astype(y.dtype))  # eq. (2)
+        return gy * Tensor(y > 0)  # eq. (2); the boolean mask multiplies without a float copy
 
 
 def relu(x):
@@ -83,8 +83,7 @@ class Softplus(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        zero = xp.asarray(0, dtype=x.dtype)
-        return xp.maximum(x, zero) + xp.log1p(xp.exp(-xp.abs(x)))  # eq. (5)
+        return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))  # eq. (5)
 
     def backward(self, gy):
         return gy * sigmoid(self.inputs[0])  # eq. (6)

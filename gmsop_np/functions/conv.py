@@ -3,32 +3,43 @@
 A convolution is a matrix product in disguise (derivations/02_convolution.md):
 
 1. ``im2col`` copies every receptive field of the (padded) input into one
-   column of a matrix ``X_col`` of shape ``(C_in kh kw, B Ho Wo)`` -- eq. (2);
-2. the whole convolution is then ONE matrix product with the weights reshaped
-   to ``W_mat (C_out, C_in kh kw)``: ``Y = W_mat X_col + b`` -- eq. (3);
+   column of a matrix ``X_col`` of shape ``(C_in kh kw, Ho Wo)`` per image -- eq. (2);
+2. the whole convolution is then a matrix product with the weights reshaped
+   to ``W_mat (C_out, C_in kh kw)``: ``Y_b = W_mat X_col,b + b`` for every image b -- eq. (3);
 3. the backward pass is two more matrix products and ``col2im``, the adjoint
    of ``im2col``, which adds each column back where it came from -- eqs. (4)-(7).
+   For stride 1 the input gradient is itself a convolution, of the padded output
+   gradient with the flipped kernel (eq. (11)): one more im2col and product.
 
 Speed notes (why the code looks the way it does):
 
-* The matrix products dominate and run in BLAS (NumPy) or cuBLAS (CuPy); the
-  copies around them are written with whole-array slicing. The only Python
-  loops run over the ``kh * kw`` kernel offsets, never over pixels or images.
-* The column matrix is laid out ``(C_in, kh, kw, B, Ho, Wo)`` so that it
-  reshapes to ``(C_in kh kw, B Ho Wo)`` without a copy; each kernel offset
-  ``(i, j)`` fills one contiguous block ``cols[:, i, j]``.
+* ``im2col`` is ONE strided view of the padded input (``as_strided``: every window
+  is a view, nothing moves) followed by ONE copy into the column layout; no
+  Python loop over pixels, images or kernel offsets.
+* The columns are laid out image by image, ``(B, C_in kh kw, Ho Wo)``, so that the
+  batched product ``W_mat @ X_col`` writes its result straight into the NCHW output
+  (no transpose) and the NCHW output gradient is already in the layout the
+  backward products want.
+* The columns are NOT kept for backward: backward builds them again (one copy,
+  cheaper than holding ``kh*kw`` times each input alive between forward and backward).
+* On the CPU the batch is processed in cache-sized parts spread over threads
+  (``functions/parallel.py``): each part's columns are used while still in cache,
+  and the copies run on every core. On the GPU the whole batch is one part, so
+  each step above is one kernel.
 * 1x1 convolutions need no im2col at all (each receptive field is a single
   pixel): they are a batched matrix product on the input itself -- eq. (8).
-* The columns are kept from forward for backward (memory for speed: about
-  ``kh*kw`` times the input's size per convolution while the graph is alive).
 """
 
 from __future__ import annotations
+
+import functools
+import operator
 
 import numpy as np
 
 from ..backend import get_array_module
 from ..core import Function, as_tensor
+from . import parallel
 from .basic import matmul, sum, swapaxes
 
 __all__ = ["conv2d", "linear"]  # im2col / col2im / conv_output_size: raw-array helpers, import from here
@@ -65,43 +76,73 @@ def _pad(x, ph, pw):
     return padded
 
 
-def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0)):
-    """Receptive fields of ``x`` (B, C, H, W) as columns: (C, kh, kw, B, Ho, Wo).
+def _windows(x, kh, kw, stride, padding):
+    """Every receptive field of ``x`` (B, C, H, W) as a strided VIEW: (B, C, kh, kw, Ho, Wo).
 
-    ``cols[c, i, j, b, r, s] = x_pad[b, c, sh*r + i, sw*s + j]`` (eq. (2)).
-    Reshape to ``(C kh kw, B Ho Wo)`` (free: the array is contiguous).
+    ``windows[b, c, i, j, r, s] = x_pad[b, c, sh*r + i, sw*s + j]`` (eq. (2)): one step
+    along ``r`` moves ``sh`` rows of ``x_pad`` and one step along ``i`` moves one row,
+    so both use the row stride of ``x_pad`` (the first scaled by ``sh``); likewise for
+    columns. Nothing is copied except the padding; the windows overlap in memory,
+    so the view is only ever read.
     """
     xp = get_array_module(x)
     (sh, sw), (ph, pw) = stride, padding
     B, C, H, W = x.shape
     Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
-    # channels first, batch second: the block written per kernel offset is then
-    # exactly the layout the matrix product wants
-    x_pad = _pad(x, ph, pw).transpose(1, 0, 2, 3)
-    cols = xp.empty((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
-    for i in range(kh):  # loop over kernel offsets only (kh*kw slices,
-        for j in range(kw):  # each a strided copy of the whole batch)
-            cols[:, i, j] = x_pad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw]
-    return cols
+    x_pad = _pad(x, ph, pw)
+    step_b, step_c, step_h, step_w = x_pad.strides  # bytes per step along each axis
+    return xp.lib.stride_tricks.as_strided(
+        x_pad, shape=(B, C, kh, kw, Ho, Wo), strides=(step_b, step_c, step_h, step_w, sh * step_h, sw * step_w)
+    )
+
+
+def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0)):
+    """Receptive fields of ``x`` (B, C, H, W) as columns, image by image: (B, C, kh, kw, Ho, Wo).
+
+    ``cols[b, c, i, j, r, s] = x_pad[b, c, sh*r + i, sw*s + j]`` (eq. (2)): the strided
+    view of :func:`_windows`, copied once. ``cols[b].reshape(C kh kw, Ho Wo)`` is
+    image b's block of columns ``X_col,b`` (free: the array is contiguous).
+    """
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(_windows(x, kh, kw, stride, padding))
 
 
 def col2im(cols, x_shape, stride=(1, 1), padding=(0, 0)):
     """Adjoint of :func:`im2col`: add each column entry back to its pixel (eq. (7)).
 
-    ``cols`` has shape (C, kh, kw, B, Ho, Wo); returns (B, C, H, W). Pixels
+    ``cols`` has shape (B, C, kh, kw, Ho, Wo); returns (B, C, H, W). Pixels
     covered by several receptive fields receive the sum of their entries;
-    entries that fell on the zero padding are dropped.
+    entries that fell on the zero padding are dropped. One strided ``+=`` per
+    kernel offset (i, j): within one offset the target pixels are distinct.
     """
     xp = get_array_module(cols)
     (sh, sw), (ph, pw) = stride, padding
-    C, kh, kw, B, Ho, Wo = cols.shape
+    B, C, kh, kw, Ho, Wo = cols.shape
     _, _, H, W = x_shape
     gx_pad = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
-    gx_pad_t = gx_pad.transpose(1, 0, 2, 3)  # a view in the columns' (C, B, ...) order
     for i in range(kh):
         for j in range(kw):
-            gx_pad_t[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += cols[:, i, j]
+            gx_pad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += cols[:, :, i, j]
     return gx_pad[:, :, ph : ph + H, pw : pw + W]
+
+
+def _column_matrices(x, kh, kw, stride, padding):
+    """im2col(x) as a stack of matrices X_col,b: (B, C kh kw, Ho Wo)."""
+    cols = im2col(x, kh, kw, stride, padding)
+    B, C, _, _, Ho, Wo = cols.shape
+    return cols.reshape(B, C * kh * kw, Ho * Wo)
+
+
+def _batch_parts(x, kh, kw, out_pixels):
+    """How to split a batch for the CPU threads: by the bytes of one image's columns."""
+    return parallel.pieces(x, x.shape[1] * kh * kw * out_pixels * x.itemsize)
+
+
+def _convolve_into(out, x, W_mat, kh, kw, stride, padding):
+    """Eq. (3) for the images of ``x``: ``out_b = W_mat X_col,b``, written into ``out`` (n, C_out, Ho, Wo)."""
+    xp = get_array_module(x, W_mat)
+    n, C_out = out.shape[:2]
+    xp.matmul(W_mat, _column_matrices(x, kh, kw, stride, padding), out=out.reshape(n, C_out, -1))
 
 
 # ----- convolution ------------------------------------------------------------------------
@@ -109,10 +150,17 @@ class Conv2d(Function):
     """2-D cross-correlation, NCHW: x (B, C_in, H, W), W (C_out, C_in, kh, kw), b (C_out,)
     -> y (B, C_out, Ho, Wo).
 
-    Forward:  $Y = W_{mat} X_{col} + b 1^\\top$ with $X_{col} = \\mathrm{im2col}(x)$.
-    VJP:      $\\bar W_{mat} = G X_{col}^\\top$, $\\bar b = G 1$,
-              $\\bar x = \\mathrm{col2im}(W_{mat}^\\top G)$.
-    See derivations/02_convolution.md, eq. (3) (forward) and eqs. (4)-(7) (VJP).
+    Forward:  $Y_b = W_{mat} X_{col,b} + b 1^\\top$ with $X_{col,b} = \\mathrm{im2col}(x)_b$.
+    VJP:      $\\bar W_{mat} = \\sum_b G_b X_{col,b}^\\top$, $\\bar b = \\sum_b G_b 1$,
+              $\\bar x = \\mathrm{col2im}(W_{mat}^\\top G)$, or for stride 1
+              $\\bar x = \\mathrm{conv}(G, \\tilde W)$ with the flipped kernel $\\tilde W$.
+    See derivations/02_convolution.md, eq. (3) (forward), eqs. (4)-(7) (VJP) and eq. (11).
+
+    Forward and backward each make one pass over the batch, in parts (see the module
+    docstring); every part's work only touches that part's images. Array operations
+    (kernels on a GPU) of a stride-1 convolution: forward 4 (padding 2, im2col copy,
+    product), backward 10 (input gradient: flipped kernel, padding 2, im2col, product;
+    weight gradient: padding 2, column copy, output-gradient transpose, product).
     """
 
     differentiable_backward = False  # kernel-style: im2col / col2im on raw arrays
@@ -122,38 +170,66 @@ class Conv2d(Function):
 
     def forward(self, x, W, b=None):
         xp = get_array_module(x, W)
-        B = x.shape[0]
-        C_out, C_in, kh, kw = W.shape
-        self.x_shape = x.shape
-        cols = im2col(x, kh, kw, self.stride, self.padding)  # eq. (2)
-        _, _, _, _, Ho, Wo = cols.shape
-        self.cols = cols.reshape(C_in * kh * kw, B * Ho * Wo)  # saved for eq. (4)
-        y = xp.matmul(W.reshape(C_out, -1), self.cols)  # eq. (3): (C_out, B Ho Wo)
+        B, _, H, W_in = x.shape
+        C_out, _, kh, kw = W.shape
+        Ho = conv_output_size(H, kh, self.stride[0], self.padding[0])
+        Wo = conv_output_size(W_in, kw, self.stride[1], self.padding[1])
+        y = xp.empty((B, C_out, Ho, Wo), dtype=xp.result_type(x.dtype, W.dtype))
+        W_mat = W.reshape(C_out, -1)
+
+        def forward_part(part):  # eq. (3)
+            _convolve_into(y[part], x[part], W_mat, kh, kw, self.stride, self.padding)
+
+        parallel.run(forward_part, _batch_parts(x, kh, kw, Ho * Wo), x)
         if b is not None:
-            y += b[:, None]
-        # (C_out, B, Ho, Wo) -> NCHW, made contiguous for the layers that follow
-        return xp.ascontiguousarray(y.reshape(C_out, B, Ho, Wo).transpose(1, 0, 2, 3))
+            y += b.reshape(1, -1, 1, 1)
+        return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
         need_x, need_W = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
-        W = self.inputs[1].data
-        C_out = W.shape[0]
-        # G in the layout of eq. (3): (C_out, B Ho Wo)
-        G = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(C_out, -1)
-        gx = gW = gb = None
-        if need_W:
-            gW = xp.matmul(G, self.cols.T).reshape(W.shape)  # eq. (4)
-        if need_b:
-            gb = G.sum(axis=1)  # eq. (5)
-        if need_x:
-            C_in, kh, kw = W.shape[1:]
-            B, _, Ho, Wo = gy.shape
-            g_cols = xp.matmul(W.reshape(C_out, -1).T, G)  # eq. (6)
-            g_cols = g_cols.reshape(C_in, kh, kw, B, Ho, Wo)
-            gx = col2im(g_cols, self.x_shape, self.stride, self.padding)  # eq. (7)
+        x, W = self.inputs[0].data, self.inputs[1].data
+        C_out, C_in, kh, kw = W.shape
+        B, _, Ho, Wo = gy.shape
+        G = gy.reshape(B, C_out, Ho * Wo)  # G_b: image b's output gradient in the layout of eq. (3)
+        gx = xp.empty(x.shape, dtype=gy.dtype) if need_x else None
+        input_gradient_part = self._input_gradient_part(W) if need_x else None
+
+        def backward_part(part):
+            if need_x:
+                input_gradient_part(gx[part], gy[part])
+            if need_W:  # eq. (4) on this part, as ONE product over its (image, pixel) columns
+                n = G[part].shape[0]
+                windows = _windows(x[part], kh, kw, self.stride, self.padding)  # (n, C_in, kh, kw, Ho, Wo)
+                X_col = xp.ascontiguousarray(windows.transpose(1, 2, 3, 0, 4, 5)).reshape(-1, n * Ho * Wo)
+                G_mat = xp.ascontiguousarray(G[part].transpose(1, 0, 2)).reshape(C_out, n * Ho * Wo)
+                return xp.matmul(G_mat, X_col.T)
+            return None
+
+        parts = parallel.run(backward_part, _batch_parts(x, kh, kw, Ho * Wo), x)
+        gW = functools.reduce(operator.add, parts).reshape(W.shape) if need_W else None
+        gb = G.sum(axis=(0, 2)) if need_b else None  # eq. (5)
         return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
+
+    def _input_gradient_part(self, W):
+        """A function ``(gx_part, gy_part) -> None`` writing x̄ for some images: eqs. (6)-(7) or eq. (11)."""
+        xp = get_array_module(W)
+        C_out, C_in, kh, kw = W.shape
+        (ph, pw) = self.padding
+        if self.stride == (1, 1) and ph < kh and pw < kw:
+            # eq. (11): a stride-1 convolution's input gradient is the convolution of G
+            # (padded by k - 1 - p) with the kernel flipped in space and transposed in channels
+            W_flipped = xp.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C_in, -1)
+            return lambda gx, gy: _convolve_into(gx, gy, W_flipped, kh, kw, (1, 1), (kh - 1 - ph, kw - 1 - pw))
+        W_mat_T = W.reshape(C_out, -1).T
+
+        def through_col2im(gx, gy):
+            n, _, Ho, Wo = gy.shape
+            g_cols = xp.matmul(W_mat_T, gy.reshape(n, C_out, Ho * Wo))  # eq. (6)
+            gx[...] = col2im(g_cols.reshape(n, C_in, kh, kw, Ho, Wo), gx.shape, self.stride, self.padding)  # eq. (7)
+
+        return through_col2im
 
 
 class Conv2d1x1(Function):
@@ -170,40 +246,59 @@ class Conv2d1x1(Function):
     def __init__(self, stride):
         self.stride = stride
 
+    def _pixels(self, x):
+        """X_b for every image: the (strided) input as (B, C_in, Ho Wo); a view for stride 1."""
+        xp = get_array_module(x)
+        sh, sw = self.stride
+        x_s = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x  # a strided 1x1 conv samples pixels
+        return xp.ascontiguousarray(x_s).reshape(x_s.shape[0], x_s.shape[1], -1)
+
+    def _parts(self, x, out_pixels):
+        return parallel.pieces(x, x.shape[1] * out_pixels * x.itemsize)
+
     def forward(self, x, W, b=None):
         xp = get_array_module(x, W)
         sh, sw = self.stride
-        self.x_shape = x.shape
-        x_s = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x  # a strided 1x1 conv samples pixels
-        B, C_in, Ho, Wo = x_s.shape
-        self.x_flat = xp.ascontiguousarray(x_s).reshape(B, C_in, Ho * Wo)
-        W_mat = W.reshape(W.shape[0], C_in)
-        y = xp.matmul(W_mat, self.x_flat)  # (B, C_out, Ho Wo)
+        B, C_in, H, W_in = x.shape
+        C_out, Ho, Wo = W.shape[0], conv_output_size(H, 1, sh, 0), conv_output_size(W_in, 1, sw, 0)
+        W_mat = W.reshape(C_out, C_in)
+        y = xp.empty((B, C_out, Ho, Wo), dtype=xp.result_type(x.dtype, W.dtype))
+
+        def forward_part(part):  # eq. (8): Y_b = W_mat X_b, written straight into NCHW
+            xp.matmul(W_mat, self._pixels(x[part]), out=y[part].reshape(-1, C_out, Ho * Wo))
+
+        parallel.run(forward_part, self._parts(x, Ho * Wo), x)
         if b is not None:
-            y += b[:, None]
-        return y.reshape(B, W.shape[0], Ho, Wo)
+            y += b.reshape(1, -1, 1, 1)
+        return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
         need_x, need_W = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
-        W = self.inputs[1].data
+        x, W = self.inputs[0].data, self.inputs[1].data
         B, C_out, Ho, Wo = gy.shape
+        C_in = W.shape[1]
         G = gy.reshape(B, C_out, Ho * Wo)
-        gx = gW = gb = None
-        if need_W:
-            # sum_b G_b X_b^T as one product over the joint (b, pixel) axis
-            gW = xp.tensordot(G, self.x_flat, axes=([0, 2], [0, 2])).reshape(W.shape)
-        if need_b:
-            gb = G.sum(axis=(0, 2))
-        if need_x:
-            gx_s = xp.matmul(W.reshape(C_out, -1).T, G).reshape(B, -1, Ho, Wo)
-            sh, sw = self.stride
-            if (sh, sw) == (1, 1):
-                gx = gx_s
-            else:  # pixels skipped by the stride get zero gradient
-                gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-                gx[:, :, ::sh, ::sw] = gx_s
+        sh, sw = self.stride
+        strided = (sh, sw) != (1, 1)
+        gx = None
+        if need_x:  # pixels skipped by a stride get zero gradient
+            gx = xp.zeros(x.shape, dtype=gy.dtype) if strided else xp.empty(x.shape, dtype=gy.dtype)
+        W_mat_T = W.reshape(C_out, C_in).T
+
+        def backward_part(part):
+            if need_x and strided:  # eq. (8): X̄_b = W_matᵀ G_b
+                gx[part, :, ::sh, ::sw] = xp.matmul(W_mat_T, G[part]).reshape(-1, C_in, Ho, Wo)
+            elif need_x:
+                xp.matmul(W_mat_T, G[part], out=gx[part].reshape(-1, C_in, Ho * Wo))
+            if need_W:  # eq. (8): sum_b G_b X_bᵀ over this part's images
+                return xp.matmul(G[part], self._pixels(x[part]).transpose(0, 2, 1)).sum(axis=0)
+            return None
+
+        parts = parallel.run(backward_part, self._parts(x, Ho * Wo), x)
+        gW = functools.reduce(operator.add, parts).reshape(W.shape) if need_W else None
+        gb = G.sum(axis=(0, 2)) if need_b else None
         return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..core import Function, Tensor, as_tensor
+from . import parallel
 
 __all__ = ["batch_norm"]
 
@@ -29,6 +30,35 @@ def _reduce_axes(ndim):
     return (0,) + tuple(range(2, ndim))
 
 
+def _per_channel(x):
+    """x (B, C) or (B, C, H, W) as (B, C, P): a view; P = 1 for feature vectors."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _channel_sum(a):
+    """``sum(a)`` over every axis but the channel axis 1: (C,)."""
+    return get_array_module(a).einsum("bcp->c", _per_channel(a))
+
+
+def _channel_dot(a, b):
+    """``sum(a * b)`` over every axis but the channel axis 1: (C,), without the product array."""
+    return get_array_module(a, b).einsum("bcp,bcp->c", _per_channel(a), _per_channel(b))
+
+
+def _channel_groups(x):
+    """Groups of channels, one per CPU thread: batch norm treats every channel on its own.
+
+    The per-channel sums are ``einsum`` contractions, which add a channel's values in
+    the same order whatever group the channel is in, so the grouping never changes a result.
+    """
+    return parallel.per_thread(x.swapaxes(0, 1))
+
+
+def _joined(parts):
+    """Per-group (C_group,) results as one (C,) vector (no copy when there is one group)."""
+    return parts[0] if len(parts) == 1 else get_array_module(parts[0]).concatenate(parts)
+
+
 class BatchNormTrain(Function):
     """Batch norm with batch statistics: x (B, C) or (B, C, H, W), gamma, beta (C,).
 
@@ -38,6 +68,14 @@ class BatchNormTrain(Function):
               (m \\bar y - \\sum \\bar y - \\hat x \\sum \\bar y \\hat x)$,
               $\\bar \\gamma = \\sum \\bar y \\hat x$, $\\bar \\beta = \\sum \\bar y$.
     See derivations/03_batch_norm.md, eqs. (1)-(4) (forward) and eqs. (6)-(8) (VJP).
+
+    Passes over the data: forward 5 (sum, centre, sum of squares, scale, shift),
+    backward 6; with the arithmetic on (C,) vectors, 10 and 12 array operations
+    (kernels on a GPU). The centred input
+    $x - \\mu$ is kept for backward (not $\\hat x$: it is one multiplication away);
+    the per-channel sums of products need no temporary array (``_channel_dot``).
+    On the CPU, one group of channels per thread (``functions/parallel.py``); on the
+    GPU all channels are one group.
     """
 
     differentiable_backward = False  # the compact closed form works on raw arrays
@@ -47,33 +85,49 @@ class BatchNormTrain(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        axes, shape = _reduce_axes(x.ndim), _channel_shape(x.ndim)
-        self.mean = x.mean(axis=axes)  # eq. (1)
-        centred = x - self.mean.reshape(shape)
-        self.var = (centred * centred).mean(axis=axes)  # eq. (2), biased
-        self.inv_std = 1 / xp.sqrt(self.var + xp.asarray(self.eps, dtype=x.dtype))
-        centred *= self.inv_std.reshape(shape)  # in place: saves a copy
-        self.x_hat = centred  # eq. (3)
-        y = self.x_hat * gamma.reshape(shape)
-        y += beta.reshape(shape)  # eq. (4)
+        shape, m = _channel_shape(x.ndim), x.size // x.shape[1]  # m values per channel
+        y, self.centred = xp.empty_like(x), xp.empty_like(x)
+
+        def normalize(ch):  # eqs. (1)-(4) for the channels ch
+            x_ch, centred, y_ch = x[:, ch], self.centred[:, ch], y[:, ch]
+            mean = _channel_sum(x_ch) / m  # eq. (1)
+            xp.subtract(x_ch, mean.reshape(shape), out=centred)
+            var = _channel_dot(centred, centred) / m  # eq. (2), biased
+            inv_std = (var + self.eps) ** -0.5  # a Python float keeps x's dtype
+            xp.multiply(centred, (gamma[ch] * inv_std).reshape(shape), out=y_ch)  # gamma x_hat, eq. (3)
+            y_ch += beta[ch].reshape(shape)  # eq. (4)
+            return mean, var, inv_std
+
+        groups = parallel.run(normalize, _channel_groups(x), x)
+        self.mean, self.var, self.inv_std = (_joined([g[i] for g in groups]) for i in range(3))
         return y
 
     def backward(self, gy):
+        xp = get_array_module(gy)
         need_x, need_gamma, need_beta = self.needs_input_grad
-        axes, shape = _reduce_axes(gy.ndim), _channel_shape(gy.ndim)
+        shape, m = _channel_shape(gy.ndim), gy.size // gy.shape[1]  # m values per channel
         gamma = self.inputs[1].data
-        sum_gy = gy.sum(axis=axes)  # eq. (7): d beta
-        sum_gy_xhat = (gy * self.x_hat).sum(axis=axes)  # eq. (6): d gamma
-        gx = None
-        if need_x:
-            m = gy.size // gy.shape[1]  # values per channel
-            # eq. (8): gx = gamma inv_std / m * (m gy - sum gy - x_hat sum(gy x_hat))
-            scale = (gamma * self.inv_std / m).reshape(shape)
-            gx = self.x_hat * (-sum_gy_xhat).reshape(shape)  # built in place, term by term
-            gx += m * gy
-            gx -= sum_gy.reshape(shape)
-            gx *= scale
-        return gx, (sum_gy_xhat if need_gamma else None), (sum_gy if need_beta else None)
+        gx = xp.empty_like(gy) if need_x else None
+
+        def backward_channels(ch):
+            gy_ch, centred, s = gy[:, ch], self.centred[:, ch], self.inv_std[ch]
+            sum_gy = _channel_sum(gy_ch)  # eq. (7): d beta
+            sum_gy_x_hat = s * _channel_dot(gy_ch, centred)  # eq. (6): d gamma, as x_hat = s (x - mu)
+            if need_x:
+                # eq. (8) written per channel as  a gy + k (x - mu) + q  with
+                #   a = gamma s,  k = -(a / m) s sum(gy x_hat),  q = -(a / m) sum(gy)
+                a = gamma[ch] * s
+                a_over_m = a * (-1 / m)
+                k, q = a_over_m * s * sum_gy_x_hat, a_over_m * sum_gy
+                gx_ch = gx[:, ch]
+                xp.multiply(gy_ch, a.reshape(shape), out=gx_ch)
+                gx_ch += centred * k.reshape(shape)
+                gx_ch += q.reshape(shape)
+            return sum_gy, sum_gy_x_hat
+
+        groups = parallel.run(backward_channels, _channel_groups(gy), gy)
+        sum_gy, sum_gy_x_hat = (_joined([g[i] for g in groups]) for i in range(2))
+        return gx, (sum_gy_x_hat if need_gamma else None), (sum_gy if need_beta else None)
 
 
 class BatchNormEval(Function):
@@ -91,11 +145,10 @@ class BatchNormEval(Function):
         self.mean, self.var, self.eps = mean, var, eps
 
     def forward(self, x, gamma, beta):
-        xp = get_array_module(x)
         shape = _channel_shape(x.ndim)
         mean = self.mean.astype(x.dtype, copy=False)
         var = self.var.astype(x.dtype, copy=False)
-        self.inv_std = 1 / xp.sqrt(var + xp.asarray(self.eps, dtype=x.dtype))
+        self.inv_std = (var + self.eps) ** -0.5
         self.x_hat = (x - mean.reshape(shape)) * self.inv_std.reshape(shape)
         return gamma.reshape(shape) * self.x_hat + beta.reshape(shape)  # eq. (9)
 
@@ -172,9 +225,9 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
     y = fn(x, gamma, beta)
     if mean_buf is not None:  # eq. (5), in place
         mean_buf *= 1 - momentum
-        mean_buf += momentum * fn.mean.astype(mean_buf.dtype)
+        mean_buf += momentum * fn.mean.astype(mean_buf.dtype, copy=False)
     if var_buf is not None:
         unbiased = fn.var * (m / (m - 1))
         var_buf *= 1 - momentum
-        var_buf += momentum * unbiased.astype(var_buf.dtype)
+        var_buf += momentum * unbiased.astype(var_buf.dtype, copy=False)
     return y

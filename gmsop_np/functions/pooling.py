@@ -39,14 +39,14 @@ class AvgPool2d(Function):
         for i in range(kh):  # one strided slice per kernel offset, no im2col
             for j in range(kw):
                 y += x_pad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw]
-        return y * xp.asarray(1.0 / (kh * kw), dtype=x.dtype)  # eq. (15)
+        return y * (1.0 / (kh * kw))  # eq. (15)
 
     def backward(self, gy):
         xp = get_array_module(gy)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         B, C, H, W = self.x_shape
         _, _, Ho, Wo = gy.shape
-        share = gy * xp.asarray(1.0 / (kh * kw), dtype=gy.dtype)
+        share = gy * (1.0 / (kh * kw))
         gx_pad = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=gy.dtype)
         for i in range(kh):  # eq. (16): each window hands its share back
             for j in range(kw):
