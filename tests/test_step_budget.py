@@ -39,12 +39,26 @@ def test_outside_the_backbone_kernels_the_step_reads_nothing_copies_nothing_and_
     )
 
 
+#: What one step costs today (2026-12-02): 0 syncs and 0 copies for both heads, as budgeted, but more
+#: array operations than the budget. What is left is per-layer: batch norm ~25 operations (10 forward,
+#: 9 backward, 6 for the running statistics -- most of them small (C,)-vector arithmetic), a 3x3
+#: convolution 14 (padding, im2col copy, product; backward twice that). Fewer needs fused kernels
+#: (cupy.fuse / ElementwiseKernel), which only a real GPU can verify (the GPU issue). The ceilings below
+#: keep what was reached from regressing; the budget test shows the distance that remains.
+REACHED = {"gap": 908, "gmsop": 1363}
+
 WHOLE_STEP_PENDING = pytest.mark.xfail(
     strict=True,
-    reason="the backbone kernels (functions/conv.py, norm.py, pooling.py, activation.py: im2col slices, batch-norm "
-    "passes, Python-scalar constants copied with xp.asarray) are being rewritten on another branch; they still "
-    "take more than their share. When this XPASSes, remove the marker.",
+    reason="the operation budget needs fused elementwise kernels for batch norm and the convolutions' "
+    "padding (see REACHED); syncs and copies are within budget",
 )
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_the_step_never_costs_more_than_already_reached(head, steps):
+    counts, budget = steps[head], STEP_BUDGETS[head]
+    assert counts.syncs <= budget.syncs and counts.copies_to_device <= budget.copies_to_device, counts.summary()
+    assert counts.launches <= REACHED[head], counts.summary()
 
 
 @pytest.mark.parametrize("head", [pytest.param(h, marks=WHOLE_STEP_PENDING) for h in HEADS])

@@ -69,11 +69,10 @@ class BatchNormTrain(Function):
               $\\bar \\gamma = \\sum \\bar y \\hat x$, $\\bar \\beta = \\sum \\bar y$.
     See derivations/03_batch_norm.md, eqs. (1)-(4) (forward) and eqs. (6)-(8) (VJP).
 
-    Passes over the data: forward 5 (sum, centre, sum of squares, scale, shift),
-    backward 6; with the arithmetic on (C,) vectors, 10 and 12 array operations
-    (kernels on a GPU). The centred input
-    $x - \\mu$ is kept for backward (not $\\hat x$: it is one multiplication away);
-    the per-channel sums of products need no temporary array (``_channel_dot``).
+    Passes over the data: forward 6 (sum, centre, sum of squares, normalise, scale,
+    shift), backward 6; with the arithmetic on (C,) vectors, 10 and 9 array operations
+    (kernels on a GPU). $\\hat x$ is kept for backward; the per-channel sums of products
+    need no temporary array (``_channel_dot``).
     On the CPU, one group of channels per thread (``functions/parallel.py``); on the
     GPU all channels are one group.
     """
@@ -86,15 +85,16 @@ class BatchNormTrain(Function):
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
         shape, m = _channel_shape(x.ndim), x.size // x.shape[1]  # m values per channel
-        y, self.centred = xp.empty_like(x), xp.empty_like(x)
+        y, self.x_hat = xp.empty_like(x), xp.empty_like(x)
 
         def normalize(ch):  # eqs. (1)-(4) for the channels ch
-            x_ch, centred, y_ch = x[:, ch], self.centred[:, ch], y[:, ch]
+            x_ch, x_hat, y_ch = x[:, ch], self.x_hat[:, ch], y[:, ch]
             mean = _channel_sum(x_ch) / m  # eq. (1)
-            xp.subtract(x_ch, mean.reshape(shape), out=centred)
-            var = _channel_dot(centred, centred) / m  # eq. (2), biased
+            xp.subtract(x_ch, mean.reshape(shape), out=x_hat)  # x - mu, normalised in place below
+            var = _channel_dot(x_hat, x_hat) / m  # eq. (2), biased
             inv_std = (var + self.eps) ** -0.5  # a Python float keeps x's dtype
-            xp.multiply(centred, (gamma[ch] * inv_std).reshape(shape), out=y_ch)  # gamma x_hat, eq. (3)
+            x_hat *= inv_std.reshape(shape)  # eq. (3)
+            xp.multiply(x_hat, gamma[ch].reshape(shape), out=y_ch)
             y_ch += beta[ch].reshape(shape)  # eq. (4)
             return mean, var, inv_std
 
@@ -110,19 +110,17 @@ class BatchNormTrain(Function):
         gx = xp.empty_like(gy) if need_x else None
 
         def backward_channels(ch):
-            gy_ch, centred, s = gy[:, ch], self.centred[:, ch], self.inv_std[ch]
+            gy_ch, x_hat = gy[:, ch], self.x_hat[:, ch]
             sum_gy = _channel_sum(gy_ch)  # eq. (7): d beta
-            sum_gy_x_hat = s * _channel_dot(gy_ch, centred)  # eq. (6): d gamma, as x_hat = s (x - mu)
+            sum_gy_x_hat = _channel_dot(gy_ch, x_hat)  # eq. (6): d gamma
             if need_x:
-                # eq. (8) written per channel as  a gy + k (x - mu) + q  with
-                #   a = gamma s,  k = -(a / m) s sum(gy x_hat),  q = -(a / m) sum(gy)
-                a = gamma[ch] * s
-                a_over_m = a * (-1 / m)
-                k, q = a_over_m * s * sum_gy_x_hat, a_over_m * sum_gy
+                # eq. (8):  gx = a (gy - (sum gy + x_hat sum(gy x_hat)) / m)  with  a = gamma / sqrt(var + eps)
+                a = gamma[ch] * self.inv_std[ch]
                 gx_ch = gx[:, ch]
-                xp.multiply(gy_ch, a.reshape(shape), out=gx_ch)
-                gx_ch += centred * k.reshape(shape)
-                gx_ch += q.reshape(shape)
+                xp.multiply(x_hat, sum_gy_x_hat.reshape(shape), out=gx_ch)
+                gx_ch += sum_gy.reshape(shape)
+                gx_ch *= (a * (-1 / m)).reshape(shape)
+                gx_ch += gy_ch * a.reshape(shape)
             return sum_gy, sum_gy_x_hat
 
         groups = parallel.run(backward_channels, _channel_groups(gy), gy)
@@ -225,9 +223,8 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
     y = fn(x, gamma, beta)
     if mean_buf is not None:  # eq. (5), in place
         mean_buf *= 1 - momentum
-        mean_buf += momentum * fn.mean.astype(mean_buf.dtype, copy=False)
-    if var_buf is not None:
-        unbiased = fn.var * (m / (m - 1))
+        mean_buf += fn.mean * momentum
+    if var_buf is not None:  # with the unbiased batch variance: var * m / (m - 1)
         var_buf *= 1 - momentum
-        var_buf += momentum * unbiased.astype(var_buf.dtype, copy=False)
+        var_buf += fn.var * (momentum * m / (m - 1))
     return y
