@@ -165,3 +165,24 @@ def test_only_host_arrays_are_split(xp):
     assert len(parallel.per_thread(xp.zeros((64, 3)))) == (threads if xp is np else 1)
     a = xp.asarray(np.random.default_rng(0).standard_normal((4, 3, 3)))
     np.testing.assert_allclose(gs.to_cpu(parallel.matmul(a, a)), gs.to_cpu(xp.matmul(a, a)), rtol=1e-12)
+
+
+def test_newton_schulz_and_covariance_give_the_same_numbers_on_one_or_two_threads(rng):
+    """SR-SOP's stacked products go through parallel.matmul: the thread count never changes a bit."""
+    import gmsop_np.functional as F
+
+    x = rng.standard_normal((12, 6, 4, 4)).astype(np.float32)
+    upstream = rng.standard_normal((12, 21)).astype(np.float32)
+    results = []
+    before = parallel.get_num_threads()
+    try:
+        for n in (1, 2):
+            parallel.set_num_threads(n)
+            t = gs.Tensor(x.copy(), requires_grad=True)
+            y = F.triu_vec(F.sqrtm_newton_schulz(F.cov_pool(t), 5))
+            y.backward(upstream)
+            results.append((y.data, t.grad.data))
+    finally:
+        parallel.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

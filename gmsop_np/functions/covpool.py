@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..core import Function, as_tensor
+from . import parallel
 from .basic import matmul, mean, reshape, swapaxes
 
 __all__ = ["cov_pool"]
@@ -40,7 +41,7 @@ class CovPool(Function):
         features = x.reshape(b, c, length)  # (B, C, L): column l = position l
         centred = features - features.mean(axis=2, keepdims=True)  # eq. (1): X_c = X − μ1ᵀ
         # eq. (2): Σ = (1/L) X_c X_cᵀ  (batched matmul, never the L×L centring matrix)
-        sigma = xp.matmul(centred, xp.swapaxes(centred, 1, 2))
+        sigma = parallel.matmul(centred, xp.swapaxes(centred, 1, 2))  # the stack over the CPU threads
         return sigma / length  # a Python number: a kernel argument, no host -> device copy
 
     def backward(self, gsigma):

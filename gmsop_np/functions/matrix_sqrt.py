@@ -23,7 +23,7 @@ import numpy as np
 from .._checks import check_finite, check_int, check_nonnegative_trace, check_number, check_square_batch
 from ..backend import get_array_module
 from ..core import ArrayFunction, Tensor, as_tensor
-from . import basic
+from . import basic, parallel
 
 __all__ = ["sqrtm_newton_schulz", "sqrtm_newton_schulz_unrolled", "sqrtm_eig", "DEFAULT_TRACE_EPS"]
 
@@ -53,7 +53,8 @@ def _inner(a, b):
 def coupled_newton_schulz(a, num_iters, matmul, half, three_eye):
     """The N coupled Newton–Schulz steps from Y_0 = A, Z_0 = I: derivations/06_newton_schulz.md, eqs. (2)-(5).
 
-    One loop for both users: ``NewtonSchulzSqrt.forward`` runs it on arrays (``matmul=xp.matmul``)
+    One loop for both users: ``NewtonSchulzSqrt.forward`` runs it on arrays (``matmul=parallel.matmul``:
+    ``xp.matmul`` with the stack split over the CPU threads, the same products)
     and ``sqrtm_newton_schulz_unrolled`` on Tensors (``matmul=F.matmul``), so the two are one algorithm.
     ``half`` and ``three_eye`` are 1/2 and 3I in the caller's type and dtype.
 
@@ -114,7 +115,7 @@ class NewtonSchulzSqrt(ArrayFunction):
         # Python numbers (0.5, eps) are kernel arguments: no host -> device copy, and the dtype is kept
         self.t = _batch_trace(xp, sigma)[:, None, None] + self.eps
         self.a = sigma / self.t  # eq. (1)
-        self.ys, self.zs, self.ts = coupled_newton_schulz(self.a, self.num_iters, xp.matmul, 0.5, three_eye)
+        self.ys, self.zs, self.ts = coupled_newton_schulz(self.a, self.num_iters, parallel.matmul, 0.5, three_eye)
         self.p = self.ys[-1]  # eq. (4): P = Y_N
         return xp.sqrt(self.t) * self.p  # eq. (6)
 
@@ -140,21 +141,20 @@ class NewtonSchulzSqrt(ArrayFunction):
         The products the forward skipped are skipped here too: for k = N, Z̄_N = 0 (eq. (13));
         for k = 1, Z_0 = I and Z̄_0 is not needed (I is a constant) (eq. (14)).
         """
-        xp = get_array_module(gy)
         first, last = k == 1, k == self.num_iters
         y_prev, z_prev, t_k = self.ys[k - 1], self.zs[k - 1], self.ts[k]
         # T̄_k = Y_{k-1}ᵀ Ȳ_k + Z̄_k Z_{k-1}ᵀ
-        gt_k = xp.matmul(_mT(y_prev), gy)
+        gt_k = parallel.matmul(_mT(y_prev), gy)
         if not last:
-            gt_k += gz if first else xp.matmul(gz, _mT(z_prev))
+            gt_k += gz if first else parallel.matmul(gz, _mT(z_prev))
         # Ȳ_{k-1} = Ȳ_k T_kᵀ − ½ Z_{k-1}ᵀ T̄_k
-        gy_prev = xp.matmul(gy, _mT(t_k)) - 0.5 * (gt_k if first else xp.matmul(_mT(z_prev), gt_k))
+        gy_prev = parallel.matmul(gy, _mT(t_k)) - 0.5 * (gt_k if first else parallel.matmul(_mT(z_prev), gt_k))
         if first:
             return gy_prev, None
         # Z̄_{k-1} = T_kᵀ Z̄_k − ½ T̄_k Y_{k-1}ᵀ
-        gz_prev = -0.5 * xp.matmul(gt_k, _mT(y_prev))
+        gz_prev = -0.5 * parallel.matmul(gt_k, _mT(y_prev))
         if not last:
-            gz_prev += xp.matmul(_mT(t_k), gz)
+            gz_prev += parallel.matmul(_mT(t_k), gz)
         return gy_prev, gz_prev
 
     def _backprop_pre_normalisation(self, ga, gt):
