@@ -90,7 +90,7 @@ def cupy_available() -> bool:
     return _load_device_module() is not None
 
 
-def get_cupy():
+def get_cupy() -> object:
     """Return the cupy module, or raise a RuntimeError that says how to get it."""
     cp = _load_device_module()
     if cp is None:
@@ -102,7 +102,7 @@ def get_cupy():
     return cp
 
 
-def is_device_array(a) -> bool:
+def is_device_array(a: object) -> bool:
     """True for a CuPy array (or an array of the CPU stand-in for CuPy)."""
     if _device is not None and isinstance(a, _device.ndarray):
         return True
@@ -110,12 +110,12 @@ def is_device_array(a) -> bool:
     return type(a).__module__.startswith("cupy")
 
 
-def is_array(a) -> bool:
+def is_array(a: object) -> bool:
     """True for a NumPy or CuPy array (not for Tensors, scalars or lists)."""
     return isinstance(a, np.ndarray) or is_device_array(a)
 
 
-def backend_of(a) -> str:
+def backend_of(a: object) -> str:
     """'cupy' for a CuPy array or a Tensor holding one, 'numpy' for anything else."""
     return "cupy" if is_device_array(getattr(a, "data", a) if _is_tensor(a) else a) else "numpy"
 
@@ -124,7 +124,7 @@ def _is_tensor(a) -> bool:
     return hasattr(a, "_is_gmsop_tensor")
 
 
-def get_array_module(*args):
+def get_array_module(*args) -> object:
     """The array module (numpy or cupy) that the arguments live on.
 
     Tensors are unwrapped; Python and NumPy scalars and ``None`` are neutral (CuPy
@@ -148,7 +148,7 @@ def get_backend() -> str:
     return getattr(_state, "backend", "numpy")
 
 
-def check_backend(name) -> str:
+def check_backend(name: str) -> str:
     """``name`` if it is a known backend, else a ValueError listing the choices."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -176,17 +176,17 @@ def using_backend(name: str):
         _state.backend = previous
 
 
-def array_module(name: str):
+def array_module(name: str) -> object:
     """The array module of backend ``name``: numpy, or cupy (which must be available)."""
     return get_cupy() if check_backend(name) == "cupy" else np
 
 
-def default_xp():
+def default_xp() -> object:
     """The array module of the current backend (``using_backend``)."""
     return array_module(get_backend())
 
 
-def to_gpu(x):
+def to_gpu(x: object) -> object:
     """Copy an array or Tensor to the GPU (returns CuPy data / a new Tensor)."""
     if _is_tensor(x):
         return x.to_gpu()
@@ -195,7 +195,7 @@ def to_gpu(x):
     return get_cupy().asarray(x)
 
 
-def to_cpu(x):
+def to_cpu(x: object) -> object:
     """Copy an array or Tensor to host memory (returns NumPy data / a new Tensor)."""
     if _is_tensor(x):
         return x.to_cpu()

@@ -25,10 +25,14 @@ import json
 import os
 import secrets
 import zipfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .backend import is_array, to_cpu
+
+if TYPE_CHECKING:  # for the annotations only: checkpoints sit below the layers that define modules
+    from .nn.module import Module
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "FORMAT", "VERSION"]
 
@@ -80,7 +84,9 @@ def _write_npz(fileobj, arrays) -> None:
     np.savez(fileobj, **arrays)
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, rng_state=None, extra=None) -> str:
+def save_checkpoint(
+    path: str | os.PathLike, model: Module, optimizer=None, scheduler=None, rng_state=None, extra=None
+) -> str:
     """Save everything needed to resume training into one ``.npz`` at ``path`` (atomically).
 
     ``rng_state``: a ``numpy.random.Generator`` (its state is saved) or any JSON-able value.
@@ -178,7 +184,7 @@ def _open(path):
     return archive
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None) -> dict:
+def load_checkpoint(path: str | os.PathLike, model: Module, optimizer=None, scheduler=None) -> dict:
     """Restore ``model`` (and optimizer / scheduler, if given) from ``path``.
 
     Arrays are copied into the existing parameters, so a model already moved to

@@ -35,7 +35,7 @@ import numpy as np
 from .backend import backend_of, default_xp, get_array_module, is_array, to_cpu
 from .config import Config, using_config
 
-__all__ = ["Tensor", "Parameter", "Function", "ArrayFunction", "as_tensor", "backward", "tensor"]
+__all__ = ["Tensor", "TensorLike", "Parameter", "Function", "ArrayFunction", "as_tensor", "backward", "tensor"]
 
 DEFAULT_DTYPE = np.float32
 
@@ -283,6 +283,11 @@ class Tensor:
         backward([self], None if grad is None else [grad], create_graph=create_graph)
 
 
+#: What a function accepts where a tensor goes: a Tensor, a NumPy or CuPy array, or a Python number or
+#: (nested) list -- anything ``as_tensor`` turns into a Tensor.
+TensorLike = Tensor | np.ndarray | float | int | list
+
+
 class Parameter(Tensor):
     """A trainable Tensor: ``requires_grad`` is True and Modules register it."""
 
@@ -293,7 +298,7 @@ class Parameter(Tensor):
         return "Parameter" + super().__repr__()[len("Tensor") :]
 
 
-def as_tensor(x, like: Tensor | None = None) -> Tensor:
+def as_tensor(x: TensorLike, like: Tensor | None = None) -> Tensor:
     """``x`` as a Tensor. A Python scalar takes the floating dtype and backend of ``like``."""
     if isinstance(x, Tensor):
         return x
@@ -304,7 +309,7 @@ def as_tensor(x, like: Tensor | None = None) -> Tensor:
     return Tensor(x)
 
 
-def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+def tensor(data: TensorLike, requires_grad: bool = False, dtype: object = None) -> Tensor:
     """Convenience constructor, like ``torch.tensor``."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 

@@ -180,7 +180,14 @@ class ResNet(Module):
         return f"head={self.head_name!r}, preset={self.preset.name!r}, feature_map={self.feature_map_size}"
 
 
-def resnet18(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_options) -> ResNet:
+def resnet18(
+    head: str = "gap",
+    num_classes: int = 1000,
+    input_size: int = 64,
+    preset: str = "paper",
+    seed: int = 0,
+    **head_options,
+) -> ResNet:
     """Modified ResNet-18 (Table 1): [2, 2, 2, 2] basic blocks, widths 16/32/64/128."""
     return ResNet(
         (2, 2, 2, 2),
@@ -194,7 +201,14 @@ def resnet18(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0
     )
 
 
-def resnet50(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_options) -> ResNet:
+def resnet50(
+    head: str = "gap",
+    num_classes: int = 1000,
+    input_size: int = 64,
+    preset: str = "paper",
+    seed: int = 0,
+    **head_options,
+) -> ResNet:
     """Modified ResNet-50 (Table 1): [6, 6, 6, 6] basic blocks, widths 16/32/64/128."""
     return ResNet(
         (6, 6, 6, 6),
@@ -208,7 +222,14 @@ def resnet50(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0
     )
 
 
-def wrn36_2(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_options) -> ResNet:
+def wrn36_2(
+    head: str = "gap",
+    num_classes: int = 1000,
+    input_size: int = 64,
+    preset: str = "paper",
+    seed: int = 0,
+    **head_options,
+) -> ResNet:
     """WRN-36-2: [4, 4, 4, 4] basic blocks, widths 32/64/128/256 (see the module docstring)."""
     return ResNet(
         (4, 4, 4, 4),
@@ -222,7 +243,14 @@ def wrn36_2(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0,
     )
 
 
-def tiny(head="gap", num_classes=1000, input_size=64, preset="paper", seed=0, **head_options) -> ResNet:
+def tiny(
+    head: str = "gap",
+    num_classes: int = 1000,
+    input_size: int = 64,
+    preset: str = "paper",
+    seed: int = 0,
+    **head_options,
+) -> ResNet:
     """A small ResNet for CPU demos and tests: one basic block per stage, widths 8/16/32/32,
     an 8-channel stem, and the head's narrow ``tiny`` options (``HEADS[head].tiny``, e.g.
     components 32 -> 16 channels for GM-SOP) unless given. Not a network of the paper."""

@@ -28,7 +28,7 @@ PRESETS = {
 }
 
 
-def get_preset(preset) -> Preset:
+def get_preset(preset: str | Preset) -> Preset:
     """A Preset from its name ('paper' / 'official') or a Preset instance."""
     if isinstance(preset, Preset):
         return preset

@@ -14,7 +14,7 @@ Numerical stability:
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..core import Function, Tensor, as_tensor
+from ..core import Function, Tensor, TensorLike, as_tensor
 from ..random import as_counter_rng
 from .basic import exp, sum
 
@@ -39,7 +39,7 @@ class ReLU(Function):
         return gy * Tensor(y > 0)  # eq. (2); the boolean mask multiplies without a float copy
 
 
-def relu(x):
+def relu(x: TensorLike) -> Tensor:
     """Rectified linear unit, elementwise."""
     return ReLU()(x)
 
@@ -67,7 +67,7 @@ class Sigmoid(Function):
         return gy * y * (1 - y)  # eq. (4)
 
 
-def sigmoid(x):
+def sigmoid(x: TensorLike) -> Tensor:
     """Logistic sigmoid, elementwise (numerically stable for any |x|)."""
     return Sigmoid()(x)
 
@@ -89,7 +89,7 @@ class Softplus(Function):
         return gy * sigmoid(self.inputs[0])  # eq. (6)
 
 
-def softplus(x):
+def softplus(x: TensorLike) -> Tensor:
     """Smooth ReLU ``log(1 + e^x)``, elementwise (numerically stable)."""
     return Softplus()(x)
 
@@ -113,7 +113,7 @@ class Dropout(Function):
         return gy * Tensor(self.scaled_mask)  # eq. (8)
 
 
-def dropout(x, p=0.5, training=True, rng=None, mask=None):
+def dropout(x: TensorLike, p: float = 0.5, training: bool = True, rng=None, mask: TensorLike | None = None) -> Tensor:
     """Inverted dropout: zero each entry with probability ``p``, scale the rest by 1/(1-p).
 
     The expected value of every entry is unchanged, so evaluation needs no
@@ -196,13 +196,13 @@ def _check_axis(x, axis, name):
     return axis % x.ndim
 
 
-def softmax(x, axis=-1):
+def softmax(x: TensorLike, axis: int | tuple | None = -1) -> Tensor:
     """Softmax along ``axis`` (numerically stable: the maximum is subtracted first)."""
     x = as_tensor(x)
     return Softmax(_check_axis(x, axis, "softmax"))(x)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: TensorLike, axis: int | tuple | None = -1) -> Tensor:
     """log(softmax(x)) along ``axis``, computed without forming softmax (stable)."""
     x = as_tensor(x)
     return LogSoftmax(_check_axis(x, axis, "log_softmax"))(x)

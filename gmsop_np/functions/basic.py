@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .._checks import check_int
 from ..backend import get_array_module
-from ..core import Function, Tensor, as_tensor
+from ..core import Function, Tensor, TensorLike, as_tensor
 
 __all__ = [
     "add",
@@ -88,12 +88,12 @@ class SumTo(Function):
         return broadcast_to(gy, self.x_shape)
 
 
-def broadcast_to(x, shape):
+def broadcast_to(x: TensorLike, shape: tuple) -> Tensor:
     x = as_tensor(x)
     return x if x.shape == tuple(shape) else BroadcastTo(shape)(x)
 
 
-def sum_to(x, shape):
+def sum_to(x: TensorLike, shape: tuple) -> Tensor:
     x = as_tensor(x)
     return x if x.shape == tuple(shape) else SumTo(shape)(x)
 
@@ -189,27 +189,27 @@ class Pow(Function):
         return gy * self.c * x ** (self.c - 1)
 
 
-def add(a, b):
+def add(a: TensorLike, b: TensorLike) -> Tensor:
     return Add()(a, b)
 
 
-def sub(a, b):
+def sub(a: TensorLike, b: TensorLike) -> Tensor:
     return Sub()(a, b)
 
 
-def mul(a, b):
+def mul(a: TensorLike, b: TensorLike) -> Tensor:
     return Mul()(a, b)
 
 
-def div(a, b):
+def div(a: TensorLike, b: TensorLike) -> Tensor:
     return Div()(a, b)
 
 
-def neg(x):
+def neg(x: TensorLike) -> Tensor:
     return Neg()(x)
 
 
-def pow(x, c):  # noqa: A001  (mirrors numpy.power's role)
+def pow(x: TensorLike, c: float) -> Tensor:  # noqa: A001  (mirrors numpy.power's role)
     if isinstance(c, Tensor):
         raise TypeError("pow(x, c) supports a constant (Python number) exponent only")
     return Pow(c)(x)
@@ -269,19 +269,19 @@ class Abs(Function):
         return gy * Tensor(get_array_module(x).sign(x.data))
 
 
-def exp(x):
+def exp(x: TensorLike) -> Tensor:
     return Exp()(x)
 
 
-def log(x):
+def log(x: TensorLike) -> Tensor:
     return Log()(x)
 
 
-def sqrt(x):
+def sqrt(x: TensorLike) -> Tensor:
     return Sqrt()(x)
 
 
-def abs(x):  # noqa: A001
+def abs(x: TensorLike) -> Tensor:  # noqa: A001
     return Abs()(x)
 
 
@@ -302,7 +302,7 @@ class MatMul(Function):
         return ga, gb
 
 
-def matmul(a, b):
+def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     """Matrix product ``a @ b`` of (..., n, k) and (..., k, m); leading (batch) axes broadcast."""
     a, b = as_tensor(a), as_tensor(b)
     if a.ndim < 2 or b.ndim < 2:
@@ -374,11 +374,11 @@ class Max(Function):
         return broadcast_to(reshape(gy, kept), x.shape) * share
 
 
-def sum(x, axis=None, keepdims=False):  # noqa: A001
+def sum(x: TensorLike, axis: int | tuple | None = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     return Sum(axis, keepdims)(x)
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x: TensorLike, axis: int | tuple | None = None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis`` = sum / count (its gradient follows from sum's).
 
     See derivations/01_autodiff.md, eq. (19).
@@ -390,7 +390,7 @@ def mean(x, axis=None, keepdims=False):
     return sum(x, axis, keepdims) * (1.0 / count)
 
 
-def max(x, axis=None, keepdims=False):  # noqa: A001
+def max(x: TensorLike, axis: int | tuple | None = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     return Max(axis, keepdims)(x)
 
 
@@ -432,18 +432,18 @@ class Transpose(Function):
         return transpose(gy, inverse)
 
 
-def reshape(x, *shape):
+def reshape(x: TensorLike, *shape) -> Tensor:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     x = as_tensor(x)
     return x if x.shape == shape else Reshape(shape)(x)
 
 
-def transpose(x, axes=None):
+def transpose(x: TensorLike, axes=None) -> Tensor:
     return Transpose(axes)(x)
 
 
-def swapaxes(x, axis1, axis2):
+def swapaxes(x: TensorLike, axis1, axis2) -> Tensor:
     x = as_tensor(x)
     axes = list(range(x.ndim))
     axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
@@ -511,7 +511,7 @@ class GetItemGrad(Function):
         return getitem(ggx, self.index, unique=self.unique)
 
 
-def getitem(x, index, unique=False):
+def getitem(x: TensorLike, index, unique: bool = False) -> Tensor:
     """``x[index]``, differentiable. ``unique=True`` declares that an integer-array index
     never selects the same entry twice (its backward then assigns instead of accumulating)."""
     return GetItem(index, unique)(x)
@@ -542,11 +542,11 @@ class Concatenate(Function):
         return tuple(grads)
 
 
-def concatenate(xs, axis=0):
+def concatenate(xs: TensorLike, axis: int | tuple | None = 0) -> Tensor:
     return Concatenate(axis)(*xs)
 
 
-def stack(xs, axis=0):
+def stack(xs: TensorLike, axis: int | tuple | None = 0) -> Tensor:
     """Stack along a new axis = add the axis to each input, then concatenate."""
     xs = [as_tensor(x) for x in xs]
     if not xs:
@@ -599,10 +599,10 @@ class Clip(Function):
         return gy * Tensor(inside.astype(x.dtype))
 
 
-def where(cond, a, b):
+def where(cond: TensorLike, a: TensorLike, b: TensorLike) -> Tensor:
     like = a if isinstance(a, Tensor) else b
     return Where(cond)(as_tensor(a, like), as_tensor(b, like))
 
 
-def clip(x, lo=None, hi=None):
+def clip(x: TensorLike, lo: float | None = None, hi: float | None = None) -> Tensor:
     return Clip(lo, hi)(x)

@@ -38,7 +38,7 @@ import operator
 import numpy as np
 
 from ..backend import get_array_module
-from ..core import Function, as_tensor
+from ..core import Function, Tensor, TensorLike, as_tensor
 from . import parallel
 from .basic import matmul, sum, swapaxes
 
@@ -302,7 +302,13 @@ class Conv2d1x1(Function):
         return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
 
 
-def conv2d(x, W, b=None, stride=1, padding=0):
+def conv2d(
+    x: TensorLike,
+    W: TensorLike,
+    b: TensorLike | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+) -> Tensor:
     """2-D convolution (cross-correlation, as in PyTorch) of NCHW images.
 
     Parameters
@@ -372,7 +378,7 @@ class Linear(Function):
         return gx, gW, gb
 
 
-def linear(x, W, b=None):
+def linear(x: TensorLike, W: TensorLike, b: TensorLike | None = None) -> Tensor:
     """``y = x W^T + b`` with x (B, in), W (out, in) (PyTorch's layout), b (out,) or None."""
     x, W = as_tensor(x), as_tensor(W)
     if x.ndim != 2 or W.ndim != 2:

@@ -16,7 +16,7 @@ Derivation: derivations/05_covariance_pooling.md, eqs. (1)-(4).
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..core import Function, as_tensor
+from ..core import Function, Tensor, TensorLike, as_tensor
 from . import parallel
 from .basic import matmul, mean, reshape, swapaxes
 
@@ -58,7 +58,7 @@ class CovPool(Function):
         return reshape(gx, x.shape)
 
 
-def cov_pool(x):
+def cov_pool(x: TensorLike) -> Tensor:
     """Biased covariance of each image's feature vectors: (B, C, H, W) -> (B, C, C).
 
     ``Σ_b = (1/L) Σ_l (x_l − μ)(x_l − μ)ᵀ`` over the L = H·W positions of image b

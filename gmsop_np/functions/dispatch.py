@@ -30,7 +30,7 @@ import numpy as np
 
 from .._checks import check_index_range
 from ..backend import get_array_module, to_cpu
-from ..core import Function, Tensor, as_tensor
+from ..core import Function, Tensor, TensorLike, as_tensor
 from . import basic
 
 __all__ = [
@@ -130,7 +130,7 @@ class PermuteRows(Function):
         return PermuteRows(self.inverse, self.order)(gy)
 
 
-def permute_rows(x, order, inverse):
+def permute_rows(x: TensorLike, order, inverse) -> Tensor:
     """Rows of ``x`` in the order ``order`` (``inverse`` must be its inverse permutation)."""
     x = as_tensor(x)
     if x.shape[0] != order.shape[0]:
@@ -150,7 +150,7 @@ def _repeat_slots(x, k):
     return basic.reshape(x, (b * k,) + rest)
 
 
-def dispatch(x, plan: DispatchPlan):
+def dispatch(x: TensorLike, plan: DispatchPlan) -> Tensor:
     """Gather the inputs of every component: (B, ...) -> (B*K, ...) in component order.
 
     Row r holds sample ``order[r] // K``; component i owns rows ``plan.slices()``.
@@ -189,7 +189,7 @@ class SplitRows(Function):
         return gys[0] if len(gys) == 1 else basic.concatenate(gys, axis=0)
 
 
-def split_rows(x, sizes):
+def split_rows(x: TensorLike, sizes) -> tuple:
     """A tuple of Tensors: consecutive row blocks of ``x`` with the given sizes (summing to len(x))."""
     x = as_tensor(x)
     if sum(sizes) != x.shape[0] or any(s <= 0 for s in sizes):
@@ -199,7 +199,7 @@ def split_rows(x, sizes):
 
 
 # ----- combine -----------------------------------------------------------------------------------
-def select_slot_weights(weights, indices):
+def select_slot_weights(weights: TensorLike, indices: TensorLike) -> Tensor:
     """The weights of the selected components, slot by slot: (B, N), (B, K) -> (B, K).
 
     $\\omega_{b,k} = w_{b, i_{bk}}$: a gather whose indices never repeat (the K ids of a
@@ -212,7 +212,7 @@ def select_slot_weights(weights, indices):
     return basic.getitem(weights, (rows, idx), unique=True)
 
 
-def combine(y, weights, plan: DispatchPlan):
+def combine(y: TensorLike, weights: TensorLike, plan: DispatchPlan) -> Tensor:
     """Weighted sum of the K component outputs of each sample: (B*K, ...) -> (B, ...).
 
     $$y_b = \\sum_k w_{b, i_{bk}} \\tilde Y_{\\pi^{-1}(bK + k)}$$ (derivations/10_dispatch.md, eq. (6)).
@@ -230,7 +230,7 @@ def combine(y, weights, plan: DispatchPlan):
     return combine_slots(permute_rows(y, plan.inverse, plan.order), weights, plan.indices)  # undo the sort
 
 
-def combine_slots(y, weights, indices):
+def combine_slots(y: TensorLike, weights: TensorLike, indices: TensorLike) -> Tensor:
     """Weighted sum over the K slots of rows in *slot order* (row b*K + k = slot k of sample b):
     (B*K, ...), (B, N), (B, K) -> (B, ...).
 
@@ -258,7 +258,7 @@ def route_matrix(indices, num_components: int, dtype):
     return hits.astype(dtype), hits.sum(axis=0)
 
 
-def routed_mixture(x, weights, indices, bank, tail=None):
+def routed_mixture(x: TensorLike, weights: TensorLike, indices: TensorLike, bank, tail=None) -> Tensor:
     """y[b] = sum_k w[b, i_bk] * tail(M_{i_bk}(x[b])) with every (sample, slot) row run through its
     component in one batched call of ``bank`` (derivations/10_dispatch.md, eqs. (10)-(13)).
 
@@ -288,7 +288,7 @@ def routed_mixture(x, weights, indices, bank, tail=None):
 
 
 # ----- the whole sparse mixture ------------------------------------------------------------------
-def sparse_mixture(x, weights, indices, components, tail=None):
+def sparse_mixture(x: TensorLike, weights: TensorLike, indices: TensorLike, components, tail=None) -> tuple:
     """y[b] = sum_k w[b, i_bk] * tail(M_{i_bk}(x[b])) with each M_i run only on its own samples.
 
     Parameters

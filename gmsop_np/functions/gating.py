@@ -18,7 +18,7 @@ import numpy as np
 
 from .._checks import check_finite, check_float_dtype, check_int, check_nonnegative, check_number
 from ..backend import get_array_module
-from ..core import Function, Tensor, as_tensor
+from ..core import Function, Tensor, TensorLike, as_tensor
 from ..random import as_counter_rng
 from . import basic
 from .activation import softplus
@@ -50,7 +50,9 @@ def draw_gate_noise(rng, batch_size: int, num_components: int, mode: str = "shar
     return rng.standard_normal(shape, dtype, xp=xp)
 
 
-def noisy_gate_logits(u, W_g, W_n=None, noise=None):
+def noisy_gate_logits(
+    u: TensorLike, W_g: TensorLike, W_n: TensorLike | None = None, noise: TensorLike | None = None
+) -> Tensor:
     """Noisy gating logits (paper Eq. 2): (B, D) -> (B, N).
 
     $$H = u W_g^\\top + \\gamma \\odot \\mathrm{softplus}(u W_n^\\top)$$, no bias.
@@ -140,7 +142,7 @@ class TopKSoftmax(Function):
         return w * (gw - basic.sum(w * gw, axis=1, keepdims=True))
 
 
-def topk_softmax(logits, k, tie_break=None):
+def topk_softmax(logits: TensorLike, k: int, tie_break: TensorLike | None = None) -> tuple[Tensor, Tensor]:
     """Top-K softmax gating weights (paper Eq. 3).
 
     Parameters
@@ -204,7 +206,7 @@ class BalanceLoss(Function):
         return basic.broadcast_to(basic.reshape(gv * gL, (1, n)), w.shape)  # eq. (6): v_i = sum_s w_si
 
 
-def balance_loss(weights, alpha=100.0, ddof=1):
+def balance_loss(weights: TensorLike, alpha: float = 100.0, ddof: int = 1) -> Tensor:
     """``alpha * (std(v) / mean(v))**2`` with ``v = weights.sum(axis=0)`` (paper Eq. 4).
 
     ``ddof=1`` (the official release) gives the sample standard deviation;

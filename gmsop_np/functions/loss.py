@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .._checks import check_index_range, check_int
 from ..backend import default_xp, get_array_module, to_cpu
-from ..core import ArrayFunction, Tensor, as_tensor
+from ..core import ArrayFunction, Tensor, TensorLike, as_tensor
 
 __all__ = ["softmax_cross_entropy", "objective", "topk_error", "label_rank"]
 
@@ -72,7 +72,7 @@ def _check_labels(logits, labels, name):
     return labels
 
 
-def softmax_cross_entropy(logits, labels, reduction="mean"):
+def softmax_cross_entropy(logits: TensorLike, labels: TensorLike, reduction: str = "mean") -> Tensor:
     """Cross-entropy loss of ``softmax(logits)`` against integer class labels.
 
     Parameters
@@ -92,7 +92,7 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
     return SoftmaxCrossEntropy(reduction)(logits, labels)
 
 
-def objective(logits, labels, balance_loss=None):
+def objective(logits: TensorLike, labels: TensorLike, balance_loss: Tensor | None = None) -> Tensor:
     """The training objective of every head: ``CE_mean(logits, labels) + balance_loss / B``.
 
     ``balance_loss`` is a gated head's unscaled L_B (paper Eq. 4, ``model.balance_loss``),
@@ -138,7 +138,7 @@ def _label_rank(logits, labels, name):
     return (z > label_logit).sum(axis=1) + ((z == label_logit) & before).sum(axis=1)
 
 
-def topk_error(logits, labels, k=1):
+def topk_error(logits: TensorLike, labels: TensorLike, k: int = 1) -> float:
     """Fraction of samples whose label is NOT among the k largest logits (a float, no gradient).
 
     ``topk_error(logits, labels, 1)`` is the top-1 error, ``k=5`` the top-5 error.

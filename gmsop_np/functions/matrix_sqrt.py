@@ -22,7 +22,7 @@ import numpy as np
 
 from .._checks import check_finite, check_int, check_nonnegative_trace, check_number, check_square_batch
 from ..backend import get_array_module
-from ..core import ArrayFunction, Tensor, as_tensor
+from ..core import ArrayFunction, Tensor, TensorLike, as_tensor
 from . import basic, parallel
 
 __all__ = ["sqrtm_newton_schulz", "sqrtm_newton_schulz_unrolled", "sqrtm_eig", "DEFAULT_TRACE_EPS"]
@@ -274,7 +274,7 @@ def _check_matrices(a, name):
     check_finite(a.data, name, hint="check the layers before it (e.g. a diverging loss)")
 
 
-def sqrtm_newton_schulz(a, num_iters, eps=DEFAULT_TRACE_EPS):
+def sqrtm_newton_schulz(a: TensorLike, num_iters: int, eps: float = DEFAULT_TRACE_EPS) -> Tensor:
     """Approximate matrix square root by ``num_iters`` Newton–Schulz steps (iSQRT-COV).
 
     a : (B, d, d) covariance matrices (symmetric PSD; float32 or float64).
@@ -295,7 +295,7 @@ def sqrtm_newton_schulz(a, num_iters, eps=DEFAULT_TRACE_EPS):
     return NewtonSchulzSqrt(num_iters, eps)(a)
 
 
-def sqrtm_newton_schulz_unrolled(a, num_iters, eps=DEFAULT_TRACE_EPS):
+def sqrtm_newton_schulz_unrolled(a: TensorLike, num_iters: int, eps: float = DEFAULT_TRACE_EPS) -> Tensor:
     """The same iteration as :func:`sqrtm_newton_schulz`, written with differentiable ops.
 
     It runs the same loop (``coupled_newton_schulz``) on Tensors, so its forward values agree
@@ -316,7 +316,7 @@ def sqrtm_newton_schulz_unrolled(a, num_iters, eps=DEFAULT_TRACE_EPS):
     return basic.sqrt(t) * ys[-1]  # eq. (6): C = √t P, P = Y_N
 
 
-def sqrtm_eig(a):
+def sqrtm_eig(a: TensorLike) -> Tensor:
     """Exact square root of symmetric PSD matrices through eigh: (B, d, d) -> (B, d, d).
 
     The input is symmetrised ((a + aᵀ)/2) and tiny negative eigenvalues are

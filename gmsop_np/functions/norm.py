@@ -14,7 +14,7 @@ or Tensors (then their ``.data`` is updated), and they keep their own dtype.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..core import Function, Tensor, as_tensor
+from ..core import Function, Tensor, TensorLike, as_tensor
 from . import parallel
 
 __all__ = ["batch_norm"]
@@ -177,7 +177,16 @@ def _buffer_array(buffer, name, channels, xp):
     return array
 
 
-def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5):
+def batch_norm(
+    x: TensorLike,
+    gamma: TensorLike,
+    beta: TensorLike,
+    running_mean: TensorLike | None = None,
+    running_var: TensorLike | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
     """Batch normalisation over every axis except the channel axis 1.
 
     Parameters

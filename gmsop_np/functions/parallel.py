@@ -176,12 +176,14 @@ def run(fn, parts, like):
         return [fn(part) for part in parts]
     results = [None] * len(parts)
     next_part = itertools.count()  # next() on a count is atomic: no part is taken twice
+    floating_point_errors = np.geterr()  # NumPy's error handling is per thread: the caller's applies
 
     def work():
         _inside.active = True
         try:
-            while (i := next(next_part)) < len(parts):
-                results[i] = fn(parts[i])
+            with np.errstate(**floating_point_errors):
+                while (i := next(next_part)) < len(parts):
+                    results[i] = fn(parts[i])
         finally:
             _inside.active = False
 

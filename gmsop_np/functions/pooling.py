@@ -6,7 +6,7 @@ Derivations: derivations/04_softmax_cross_entropy.md, eqs. (15)-(18).
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..core import Function, as_tensor
+from ..core import Function, Tensor, TensorLike, as_tensor
 from .basic import broadcast_to, reshape
 from .conv import _pad, _pair, conv_output_size
 
@@ -54,7 +54,12 @@ class AvgPool2d(Function):
         return gx_pad[:, :, ph : ph + H, pw : pw + W]
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(
+    x: TensorLike,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] = None,
+    padding: int | tuple[int, int] = 0,
+) -> Tensor:
     """Average pooling of NCHW images.
 
     kernel_size, stride, padding : int or (int, int); ``stride`` defaults to
@@ -96,7 +101,7 @@ class GlobalAvgPool(Function):
         return spread * (1.0 / (H * W))
 
 
-def global_avg_pool(x):
+def global_avg_pool(x: TensorLike) -> Tensor:
     """Global average pooling (B, C, H, W) -> (B, C), the GAP head of ResNets."""
     x = as_tensor(x)
     if x.ndim != 4:
