@@ -180,92 +180,67 @@ class ResNet(Module):
         return f"head={self.head_name!r}, preset={self.preset.name!r}, feature_map={self.feature_map_size}"
 
 
-def resnet18(
-    head: str = "gap",
-    num_classes: int = 1000,
-    input_size: int = 64,
-    preset: str = "paper",
-    seed: int = 0,
-    **head_options,
-) -> ResNet:
-    """Modified ResNet-18 (Table 1): [2, 2, 2, 2] basic blocks, widths 16/32/64/128."""
-    return ResNet(
-        (2, 2, 2, 2),
-        (16, 32, 64, 128),
-        head=head,
-        num_classes=num_classes,
-        input_size=input_size,
-        preset=preset,
-        seed=seed,
+def _network(name: str, blocks, widths, description: str, *, stem_width: int = 16, narrow_heads: bool = False):
+    """The builder of one backbone of the table in the module docstring: ``f(head, ...) -> ResNet``.
+
+    ``narrow_heads``: fill in the head's ``tiny`` options (``HEADS[head].tiny``) unless given.
+    """
+
+    def build(
+        head: str = "gap",
+        num_classes: int = 1000,
+        input_size: int = 64,
+        preset: str = "paper",
+        seed: int = 0,
         **head_options,
-    )
+    ) -> ResNet:
+        if narrow_heads:
+            head_options = {**get_head(head).tiny, **head_options}
+        return ResNet(
+            blocks,
+            widths,
+            stem_width=stem_width,
+            head=head,
+            num_classes=num_classes,
+            input_size=input_size,
+            preset=preset,
+            seed=seed,
+            **head_options,
+        )
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = description + "\n\n``head_options`` are the head's options (``HEADS[head].options``)."
+    return build
 
 
-def resnet50(
-    head: str = "gap",
-    num_classes: int = 1000,
-    input_size: int = 64,
-    preset: str = "paper",
-    seed: int = 0,
-    **head_options,
-) -> ResNet:
-    """Modified ResNet-50 (Table 1): [6, 6, 6, 6] basic blocks, widths 16/32/64/128."""
-    return ResNet(
-        (6, 6, 6, 6),
-        (16, 32, 64, 128),
-        head=head,
-        num_classes=num_classes,
-        input_size=input_size,
-        preset=preset,
-        seed=seed,
-        **head_options,
-    )
-
-
-def wrn36_2(
-    head: str = "gap",
-    num_classes: int = 1000,
-    input_size: int = 64,
-    preset: str = "paper",
-    seed: int = 0,
-    **head_options,
-) -> ResNet:
-    """WRN-36-2: [4, 4, 4, 4] basic blocks, widths 32/64/128/256 (see the module docstring)."""
-    return ResNet(
-        (4, 4, 4, 4),
-        (32, 64, 128, 256),
-        head=head,
-        num_classes=num_classes,
-        input_size=input_size,
-        preset=preset,
-        seed=seed,
-        **head_options,
-    )
-
-
-def tiny(
-    head: str = "gap",
-    num_classes: int = 1000,
-    input_size: int = 64,
-    preset: str = "paper",
-    seed: int = 0,
-    **head_options,
-) -> ResNet:
-    """A small ResNet for CPU demos and tests: one basic block per stage, widths 8/16/32/32,
-    an 8-channel stem, and the head's narrow ``tiny`` options (``HEADS[head].tiny``, e.g.
-    components 32 -> 16 channels for GM-SOP) unless given. Not a network of the paper."""
-    options = {**get_head(head).tiny, **head_options}
-    return ResNet(
-        (1, 1, 1, 1),
-        (8, 16, 32, 32),
-        stem_width=8,
-        head=head,
-        num_classes=num_classes,
-        input_size=input_size,
-        preset=preset,
-        seed=seed,
-        **options,
-    )
+resnet18 = _network(
+    "resnet18",
+    (2, 2, 2, 2),
+    (16, 32, 64, 128),
+    "Modified ResNet-18 (Table 1): [2, 2, 2, 2] basic blocks, widths 16/32/64/128.",
+)
+resnet50 = _network(
+    "resnet50",
+    (6, 6, 6, 6),
+    (16, 32, 64, 128),
+    "Modified ResNet-50 (Table 1): [6, 6, 6, 6] basic blocks, widths 16/32/64/128.",
+)
+wrn36_2 = _network(
+    "wrn36_2",
+    (4, 4, 4, 4),
+    (32, 64, 128, 256),
+    "WRN-36-2: [4, 4, 4, 4] basic blocks, widths 32/64/128/256 (see the module docstring).",
+)
+tiny = _network(
+    "tiny",
+    (1, 1, 1, 1),
+    (8, 16, 32, 32),
+    "A small ResNet for CPU demos and tests: one basic block per stage, widths 8/16/32/32, an 8-channel "
+    "stem, and the head's narrow ``tiny`` options (``HEADS[head].tiny``, e.g. components 32 -> 16 channels "
+    "for GM-SOP) unless given. Not a network of the paper.",
+    stem_width=8,
+    narrow_heads=True,
+)
 
 
 #: Every backbone by name: the paper's three networks and the small CPU one.
