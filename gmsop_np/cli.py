@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 
 from . import __version__
@@ -145,41 +146,89 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory (written by gmsop train)")
     p.add_argument("--out", default=None, help="where to write the PNGs (default: the run directory)")
 
-    p = sub.add_parser("experiment", help="reproduce a figure or table of the paper at small scale")
+    p = sub.add_parser(
+        "experiment",
+        help="reproduce Table 2 or Figure 2 of the paper at small scale (several seeds, the claims checked)",
+    )
     exp = p.add_subparsers(dest="experiment", metavar="NAME")
-    e = exp.add_parser("figure2", help="GM-GAP-16-4 usage per component with alpha = 0 and 100 (Fig. 2)")
-    _add_experiment_options(e, default_out="runs/figure2", epochs=3)
+    e = exp.add_parser(
+        "table2",
+        help="the heads of Table 2 on multimodal and hues: error mean +- std over seeds, claims 1-3",
+        description="Train the heads of Table 2 on each dataset, --seeds times each; write table2.md, table2.png "
+        "and table2.json into --out and print each of the paper's claims as a check with its outcome. Every "
+        "model is a run directory (--out/<dataset>/<head>/seed<k>: gmsop plot works on it); started again, the "
+        "experiment reuses finished runs and resumes unfinished ones.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_experiment_options(e, default_out="runs/table2")
+    e.add_argument(
+        "--datasets",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated datasets (default: multimodal,hues -- the SOP claims on multimodal, the GAP claim "
+        "on hues; a real dataset needs --data-dir)",
+    )
+    e.add_argument(
+        "--heads",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated heads (default: gap,gap512,avegap,gmgap,srsop,psrsop,avesop,gmsop on "
+        "second-order data, the GAP heads on hues)",
+    )
+    e = exp.add_parser(
+        "figure2",
+        help="GM-GAP-16-4 with alpha = 0 and 100 on hues: samples per component, claim 4",
+        description="Train GM-GAP-16-4 with each balance-loss weight, --seeds times each; write figure2.md, "
+        "figure2.png and figure2.json into --out (--out/alpha<a>/seed<k> are run directories) and print the "
+        "checks of the paper's Figure 2 with the validation error beside them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_experiment_options(e, default_out="runs/figure2")
+    e.add_argument("--dataset", default=None, help="dataset (default: hues, first-order: GM-GAP learns there)")
+    e.add_argument("--alphas", default="0,100", metavar="A1,A2", help="balance-loss weights (default: 0,100)")
     e.add_argument(
         "--noise",
         choices=["independent", "shared"],
         default="independent",
         help="gating noise (default: independent; 'shared' is the official release's, with which "
-        "GM-GAP's routing collapses onto K components at this small scale -- see README)",
-    )
-    e = exp.add_parser("table2", help="ResNet-18 heads side by side (Table 2): error, params, size, images/s")
-    _add_experiment_options(e, default_out="runs/table2", epochs=2)
-    e.add_argument(
-        "--heads",
-        default=None,
-        help="comma-separated heads (default: gap,gap512,avegap,gmgap,srsop,psrsop,avesop,gmsop)",
+        "GM-GAP's routing can collapse onto K components whatever alpha -- see README)",
     )
     return parser
 
 
-def _add_experiment_options(p, default_out, epochs):
+def _add_experiment_options(p, default_out):
     p.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
-    p.add_argument("--arch", default="tiny", help="backbone (default: tiny; resnet18 for the paper's scale)")
-    p.add_argument("--dataset", default="textures", help="dataset (default: textures, built in)")
-    p.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder (the real datasets)")
-    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs per model (default: {epochs})")
     p.add_argument(
-        "--train-size", type=int, default=None, metavar="N", help="textures: training images (default: 1500)"
+        "--seeds", type=int, default=3, metavar="N", help="seeds per model: --seed, --seed + 1, ... (default: 3)"
     )
-    p.add_argument("--val-size", type=int, default=None, metavar="N", help="textures: validation images (default: 500)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="W",
+        help=f"models trained at once, each in its own process with one BLAS thread (default: the CPU count, "
+        f"{os.cpu_count()}; 1 with --backend cupy)",
+    )
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="array backend (default: numpy)")
+    p.add_argument("--arch", default="tiny", help="backbone (default: tiny; resnet18 for the paper's scale)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder (the real datasets)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs per model (default: measured per dataset, see README)"
+    )
+    for name, what in (("train-size", "training"), ("val-size", "validation")):
+        p.add_argument(
+            f"--{name}",
+            type=int,
+            default=None,
+            metavar="N",
+            help=f"built-in datasets: {what} images (default: 2000 / 500)",
+        )
+    p.add_argument(
+        "--image-size", type=int, default=None, metavar="PX", help="built-in datasets: image side (default: 32)"
+    )
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the dataset's)")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: each head's recipe)")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="array backend (default: numpy)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every run (default: 0)")
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress line on the terminal (stderr)"
     )
@@ -276,12 +325,8 @@ def _experiment(args):
     from .train import NonFiniteLossError  # noqa: PLC0415
 
     if args.experiment is None:
-        raise CommandError("choose figure2 or table2 (gmsop experiment --help)")
+        raise CommandError("choose table2 or figure2 (gmsop experiment --help)")
     options = {k: v for k, v in vars(args).items() if k not in ("command", "experiment")}
-    if args.experiment == "table2" and options.get("heads"):
-        options["heads"] = [h.strip() for h in options["heads"].split(",") if h.strip()]
-    elif "heads" in options and options["heads"] is None:
-        options.pop("heads")
     runner = experiments.figure2 if args.experiment == "figure2" else experiments.table2
     try:
         result = runner(**options)
@@ -289,10 +334,20 @@ def _experiment(args):
         print(f"gmsop experiment: stopped: {exc}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
-        raise CommandError(_message(exc)) from None
+        raise CommandError(_experiment_message(exc)) from None
     for path in result["files"]:
         print(path)
     return 0
+
+
+def _experiment_message(exc) -> str:
+    """``_message`` with the experiments' own options as flags too (``seeds`` -> ``--seeds``)."""
+    from .experiments import OPTION_NAMES  # noqa: PLC0415
+
+    text = _message(exc)
+    for name in OPTION_NAMES:
+        text = re.sub(rf"^{name}\b|`{name}`", "--" + name.replace("_", "-"), text)
+    return text
 
 
 def main(argv=None) -> int:
