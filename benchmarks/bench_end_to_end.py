@@ -22,7 +22,6 @@ Each side has its own loader of the same kind.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 
 import numpy as np
@@ -48,29 +47,18 @@ def endless_batches(batch, size, classes):
         yield from loader
 
 
-def _threaded_products():
-    """prototypes.threaded_products, imported only when asked for (it needs functions/parallel.py)."""
-    from prototypes import threaded_products  # noqa: PLC0415
-
-    return threaded_products
-
-
 # ----- gmsop_np -----------------------------------------------------------------------------------
-def gmsop_step_fn(backend, batch, size, classes=1000, threaded_products=False):
-    """A closure running one training step of gmsop_np on ``backend`` (and the parameter count).
-
-    ``threaded_products``: with the prototype of prototypes.threaded_products.
-    """
+def gmsop_step_fn(backend, batch, size, classes=1000):
+    """A closure running one training step of gmsop_np on ``backend`` (and the parameter count)."""
     with gs.using_backend(backend):
         model = resnet18(head="gmsop", num_classes=classes, input_size=size, seed=0)
         opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
         batches = endless_batches(batch, size, classes)
         xp = gs.backend.default_xp()
     model.train()
-    context = _threaded_products() if threaded_products else contextlib.nullcontext
 
     def step():
-        with gs.using_backend(backend), context():
+        with gs.using_backend(backend):
             x, y = next(batches)
             logits = model(gs.Tensor(x))
             loss = F.softmax_cross_entropy(logits, y) + model.balance_loss / batch
@@ -198,14 +186,12 @@ def torch_step_fn(device, batch, size, classes=1000):
     return step, sum(p.numel() for p in model.parameters())
 
 
-def run(threads=None, pairs=6, warmup=2, backend="numpy", batch=None, size=64, threaded_products=False):
+def run(threads=None, pairs=6, warmup=2, backend="numpy", batch=None, size=64):
     batch = batch or (32 if backend == "numpy" else 256)
-    gmsop, params_g = gmsop_step_fn(backend, batch, size, threaded_products=threaded_products)
+    gmsop, params_g = gmsop_step_fn(backend, batch, size)
     torch_, params_t = torch_step_fn("cuda" if backend == "cupy" else "cpu", batch, size)
     assert params_g == params_t, f"the two networks differ: {params_g:,} vs {params_t:,} parameters"
     name = f"ResNet-18 + GM-SOP-16-8 end to end, batch {batch}" + (" (CuPy)" if backend == "cupy" else "")
-    if threaded_products:
-        name += " (prototype: threaded NS products)"
     return compare(name, gmsop, torch_, pairs, warmup, threads=threads, parameters=params_g)
 
 
@@ -220,18 +206,15 @@ def main(argv=None):
     parser.add_argument("--profile", action="store_true", help="profile one gmsop_np step instead of comparing")
     parser.add_argument("--cpu-clock", action="store_true", help="--profile with CPU time (busy machines)")
     parser.add_argument("--json", default=None)
-    parser.add_argument(
-        "--threaded-products", action="store_true", help="prototype: NS products through parallel.matmul"
-    )
     args = parser.parse_args(argv)
 
     if args.profile:
         from profile_step import profile_report  # noqa: PLC0415
 
-        step, _ = gmsop_step_fn(args.backend, args.batch or 32, args.size, threaded_products=args.threaded_products)
+        step, _ = gmsop_step_fn(args.backend, args.batch or 32, args.size)
         print(profile_report(step, threads=args.threads, cpu_clock=args.cpu_clock))
         return
-    row = run(args.threads, args.pairs, args.warmup, args.backend, args.batch, args.size, args.threaded_products)
+    row = run(args.threads, args.pairs, args.warmup, args.backend, args.batch, args.size)
     print(format_row(row))
     if args.json:
         with open(args.json, "w") as handle:

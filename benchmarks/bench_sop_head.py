@@ -15,7 +15,6 @@ PyTorch is imported only here (never by the package or the tests).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 
 import numpy as np
@@ -23,13 +22,6 @@ from harness import compare, environment, format_row
 
 import gmsop_np as gs
 import gmsop_np.functional as F
-
-
-def _threaded_products():
-    """prototypes.threaded_products, imported only when asked for (it needs functions/parallel.py)."""
-    from prototypes import threaded_products  # noqa: PLC0415
-
-    return threaded_products
 
 
 # ----- gmsop_np ----------------------------------------------------------------------------------
@@ -88,19 +80,14 @@ def make_inputs(batch=256, channels=128, size=8, seed=0):
     return x, gv
 
 
-def make_steps(batch=256, channels=128, size=8, iters=5, threaded_products=False):
-    """Forward + backward steps of both implementations, and how far their results differ.
-
-    ``threaded_products``: run gmsop_np with the prototype of prototypes.threaded_products.
-    """
+def make_steps(batch=256, channels=128, size=8, iters=5):
+    """Forward + backward steps of both implementations, and how far their results differ."""
     import torch  # noqa: PLC0415  (benchmarks only)
 
     x, gv = make_inputs(batch, channels, size)
-    context = _threaded_products() if threaded_products else contextlib.nullcontext
 
     def gmsop(backward):
-        with context():
-            return gmsop_step(x, gv, iters, backward)
+        return gmsop_step(x, gv, iters, backward)
 
     def rel(a, b):
         return float(np.abs(a - b).max() / np.abs(b).max())
@@ -112,11 +99,9 @@ def make_steps(batch=256, channels=128, size=8, iters=5, threaded_products=False
     return (lambda: gmsop(True)), (lambda: torch_step(torch, x, gv, iters, True)), info
 
 
-def run(threads=None, pairs=10, warmup=2, batch=256, channels=128, size=8, iters=5, threaded_products=False):
-    gmsop, torch_, info = make_steps(batch, channels, size, iters, threaded_products)
+def run(threads=None, pairs=10, warmup=2, batch=256, channels=128, size=8, iters=5):
+    gmsop, torch_, info = make_steps(batch, channels, size, iters)
     name = f"SR-SOP head alone, B = {batch}, forward + backward"
-    if threaded_products:
-        name += " (prototype: threaded NS products)"
     return compare(name, gmsop, torch_, pairs, warmup, threads=threads, **info)
 
 
@@ -132,26 +117,17 @@ def main(argv=None):
     parser.add_argument("--profile", action="store_true", help="profile one gmsop_np step instead of comparing")
     parser.add_argument("--cpu-clock", action="store_true", help="--profile with CPU time (busy machines)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument(
-        "--threaded-products", action="store_true", help="prototype: NS products through parallel.matmul"
-    )
     args = parser.parse_args(argv)
 
     if args.profile:
         from profile_step import profile_report  # noqa: PLC0415
 
         x, gv = make_inputs(args.batch, args.channels, args.size)
-        context = _threaded_products() if args.threaded_products else contextlib.nullcontext
-
-        def step():
-            with context():
-                gmsop_step(x, gv, args.iters, True)
-
-        print(profile_report(step, threads=args.threads, cpu_clock=args.cpu_clock))
+        print(
+            profile_report(lambda: gmsop_step(x, gv, args.iters, True), threads=args.threads, cpu_clock=args.cpu_clock)
+        )
         return
-    row = run(
-        args.threads, args.pairs, args.warmup, args.batch, args.channels, args.size, args.iters, args.threaded_products
-    )
+    row = run(args.threads, args.pairs, args.warmup, args.batch, args.channels, args.size, args.iters)
     print(format_row(row))
     print(
         f"max relative difference gmsop_np vs torch: forward {row['max_rel_diff_forward']:.1e}, "

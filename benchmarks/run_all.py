@@ -8,9 +8,10 @@ Rows (each: gmsop_np vs PyTorch, alternated step by step, see harness.py):
 
 * ResNet-18 + GAP training step, batch 32, 64×64 -- default threads and 1 thread;
 * ResNet-18 + GM-SOP-16-8 end to end (loader included), batch 32 -- default threads;
-* SR-SOP head alone, B = 256, forward + backward -- default threads and 1 thread;
-* the GM-SOP and SR-SOP rows once more with the Newton–Schulz products threaded
-  (prototypes.threaded_products: what matrix_sqrt.py gains by calling parallel.matmul).
+* SR-SOP head alone, B = 256, forward + backward -- default threads and 1 thread.
+
+Run against an older checkout (``PYTHONPATH=<checkout> python benchmarks/run_all.py``) it
+measures the "before" of a change with the same method.
 
 Prints one line per row as it finishes, then the Markdown table for RESULTS.md.
 """
@@ -30,22 +31,19 @@ from harness import environment, format_row, markdown_table, wait_until_quiet
 HERE = pathlib.Path(__file__).resolve().parent
 
 # (key, threads, run function, pairs, warmup, options); "default" threads = the libraries' own choice.
-# The "threaded" rows run the prototype of prototypes.threaded_products (not yet in matrix_sqrt.py).
 ROWS = [
     ("gap", None, bench_resnet_cpu.run, 10, 2, {}),
     ("gap", 1, bench_resnet_cpu.run, 6, 1, {}),
     ("gmsop", None, bench_end_to_end.run, 8, 2, {}),
-    ("gmsop-threaded", None, bench_end_to_end.run, 8, 2, {"threaded_products": True}),
     ("head", None, bench_sop_head.run, 12, 2, {}),
     ("head", 1, bench_sop_head.run, 8, 1, {}),
-    ("head-threaded", None, bench_sop_head.run, 12, 2, {"threaded_products": True}),
 ]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 pairs per row after 1 warm-up pair")
-    ap.add_argument("--only", help="only the rows whose key starts so: gap, gmsop[-threaded], head[-threaded]")
+    ap.add_argument("--only", help="only the rows whose key starts so: gap, gmsop, head")
     ap.add_argument("--json", help="where to write the results (default: benchmarks/results/speed_<date>.json)")
     ap.add_argument(
         "--wait-quiet",

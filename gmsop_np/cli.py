@@ -158,7 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
         "and table2.json into --out and print each of the paper's claims as a check with its outcome. Every "
         "model is a run directory (--out/<dataset>/<head>/seed<k>: gmsop plot works on it); started again, the "
         "experiment reuses finished runs and resumes unfinished ones.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_experiment_options(e, default_out="runs/table2")
     e.add_argument(
@@ -181,7 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train GM-GAP-16-4 with each balance-loss weight, --seeds times each; write figure2.md, "
         "figure2.png and figure2.json into --out (--out/alpha<a>/seed<k> are run directories) and print the "
         "checks of the paper's Figure 2 with the validation error beside them.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_experiment_options(e, default_out="runs/figure2")
     e.add_argument("--dataset", default=None, help="dataset (default: hues, first-order: GM-GAP learns there)")
@@ -207,25 +205,29 @@ def _add_experiment_options(p, default_out):
         type=int,
         default=None,
         metavar="W",
-        help=f"models trained at once, each in its own process with one BLAS thread (default: the CPU count, "
+        help=f"models trained at once, each in its own process with one thread (default: the CPU count, "
         f"{os.cpu_count()}; 1 with --backend cupy)",
     )
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="array backend (default: numpy)")
     p.add_argument("--arch", default="tiny", help="backbone (default: tiny; resnet18 for the paper's scale)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder (the real datasets)")
     p.add_argument(
-        "--epochs", type=int, default=None, help="epochs per model (default: measured per dataset, see README)"
+        "--epochs", type=int, default=None, help="epochs per model (default: 20 on the built-in datasets, see README)"
     )
-    for name, what in (("train-size", "training"), ("val-size", "validation")):
+    for name, what, default in (("train-size", "training", 2000), ("val-size", "validation", 500)):
         p.add_argument(
             f"--{name}",
             type=int,
             default=None,
             metavar="N",
-            help=f"built-in datasets: {what} images (default: 2000 / 500)",
+            help=f"built-in datasets: {what} images (default: {default})",
         )
     p.add_argument(
-        "--image-size", type=int, default=None, metavar="PX", help="built-in datasets: image side (default: 32)"
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="built-in datasets: image side (default: 24 on multimodal, 16 on hues)",
     )
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the dataset's)")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: each head's recipe)")

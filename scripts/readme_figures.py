@@ -1,18 +1,21 @@
 """Measure the figures the README quotes, from real runs, and record them with their quotes.
 
-    python scripts/readme_figures.py                   # about 15 minutes on 2 quiet CPU cores
+    python scripts/readme_figures.py                   # about 7 minutes on 2 quiet CPU cores
     python scripts/readme_figures.py --wait-quiet 1.0  # a shared machine: time runs when it is quiet
-    python scripts/readme_figures.py --skip-table2     # keep the recorded table2 time
 
 Runs, in a temporary folder, what a README reader would run:
 
 * ``gmsop train`` with no options (the Quickstart demo), timed from the shell's point of
   view: wall-clock seconds, the final validation top-1 error, the last epoch's usage CV;
-* ``gmsop experiment figure2`` with independent (default) and shared gating noise: the
-  usage CV with alpha = 0 and alpha = 100 and the share of the top-4 components;
-* ``gmsop experiment table2`` (timed; ``--skip-table2`` keeps the previous figure);
+* ``gmsop experiment figure2 --noise shared`` (the release's gating noise): the usage CV
+  with alpha = 0 and alpha = 100, mean over the seeds;
 * the ``textures`` claim: SR-SOP against GAP with the budget of
   ``tests/test_train.py::test_second_order_head_beats_gap_on_textures``.
+
+and reads the record of the last full ``gmsop experiment table2`` / ``figure2`` run kept in
+``docs/small_scale/`` (``table2.json``, ``figure2.json``: their wall times and the Figure 2
+usage with the default noise); the README's tables of that run are checked against
+``docs/small_scale/*.md`` by the same test.
 
 It writes ``scripts/readme_figures.json``: the values, the date, the machine and its load,
 and ``quotes``, the exact phrases the README must contain (made from the values by
@@ -36,12 +39,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, "scripts", "readme_figures.json")
+SMALL_SCALE = os.path.join(ROOT, "docs", "small_scale")  # the record of the last full experiment run
 
 
 def quotes(f: dict) -> dict:
     """The README phrases for the figures ``f`` (one place: the test recomputes them from the values)."""
     demo, fig2 = f["demo"], f["figure2"]
-    ind, sh = fig2["independent"], fig2["shared"]
+    ind, sh = fig2["independent"], fig2["shared"]  # means over the seeds
     return {
         "demo_time": f"≈{_minutes(demo['wall_seconds'])} on 2 CPU cores",
         "demo_error": f"validation top-1 error {100 * demo['val_top1']:.1f}% (chance 75%)",
@@ -54,7 +58,7 @@ def quotes(f: dict) -> dict:
             f"usage CV {sh['cv_alpha0']:.2f} (α = 0) vs {sh['cv_alpha100']:.2f} (α = 100) with shared noise"
         ),
         "figure2_time": f"usage histograms (≈{_minutes(fig2['wall_seconds'])})",
-        "table2_time": f"Markdown table (≈{_minutes(f['table2']['wall_seconds'])} at its small defaults)",
+        "table2_time": f"the paper's claims checked (≈{_minutes(f['table2']['wall_seconds'])} on 2 CPU cores",
         "textures": (
             f"SR-SOP beats GAP by ≥ 25 points in a short run: {100 * f['textures']['srsop']:.0f}% vs "
             f"{100 * f['textures']['gap']:.0f}% error"
@@ -104,35 +108,44 @@ def demo(workdir):
     return {"wall_seconds": seconds, "val_top1": float(row["val_top1"]), "usage_cv": float(row["usage_cv"])}
 
 
-def _figure2_row(md_path):
-    """From figure2.md: alpha -> (counts, CV)."""
-    rows = {}
-    with open(md_path, encoding="utf-8") as handle:
-        for line in handle.read().splitlines()[2:]:
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            rows[float(cells[0])] = [int(c) for c in cells[1].split()], float(cells[2])
-    return rows
+def _experiment_record(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _usage_summary(figure2_record):
+    """Mean over the seeds of the usage CV (alpha = 0 and 100) and of the top-4 share with alpha = 0."""
+    from gmsop_np.nn.mixture import usage_cv  # noqa: PLC0415
+
+    models = figure2_record["models"]
+
+    def mean(values):
+        return sum(values) / len(values)
+
+    def top4(usage):
+        return sum(sorted(usage, reverse=True)[:4]) / sum(usage)
+
+    return {
+        "cv_alpha0": round(mean([usage_cv(r["usage"]) for r in models["alpha0"]]), 2),
+        "cv_alpha100": round(mean([usage_cv(r["usage"]) for r in models["alpha100"]]), 2),
+        "top4_share_alpha0": mean([top4(r["usage"]) for r in models["alpha0"]]),
+    }
 
 
 def figure2(workdir):
-    result, seconds = {}, None
-    for noise in ("independent", "shared"):
-        out = os.path.join(workdir, f"figure2-{noise}")
-        elapsed = _gmsop(["experiment", "figure2", "--noise", noise, "--out", out, "--no-progress"], workdir)
-        seconds = elapsed if noise == "independent" else seconds  # the default command's time
-        rows = _figure2_row(os.path.join(out, "figure2.md"))
-        counts0 = sorted(rows[0.0][0], reverse=True)
-        result[noise] = {
-            "cv_alpha0": rows[0.0][1],
-            "cv_alpha100": rows[100.0][1],
-            "top4_share_alpha0": sum(counts0[:4]) / sum(counts0),
-        }
-    result["wall_seconds"] = seconds
-    return result
+    """Shared noise measured now; the default (independent) noise from the recorded full run."""
+    out = os.path.join(workdir, "figure2-shared")
+    _gmsop(["experiment", "figure2", "--noise", "shared", "--out", out, "--no-progress"], workdir)
+    recorded = _experiment_record(os.path.join(SMALL_SCALE, "figure2.json"))
+    return {
+        "independent": _usage_summary(recorded),
+        "shared": _usage_summary(_experiment_record(os.path.join(out, "figure2.json"))),
+        "wall_seconds": recorded["provenance"]["wall_seconds"],
+    }
 
 
-def table2(workdir):
-    return {"wall_seconds": _gmsop(["experiment", "table2", "--out", "table2", "--no-progress"], workdir)}
+def table2():
+    return {"wall_seconds": _experiment_record(os.path.join(SMALL_SCALE, "table2.json"))["provenance"]["wall_seconds"]}
 
 
 def textures(workdir):
@@ -161,18 +174,20 @@ def textures(workdir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip-table2", action="store_true", help="keep the recorded table2 time")
     parser.add_argument(
         "--wait-quiet", type=float, default=None, metavar="LOAD", help="before each timed run, wait for this load"
     )
     parser.add_argument("--max-wait", type=float, default=1800.0, help="seconds to wait for quiet (default 1800)")
     args = parser.parse_args(argv)
     QUIET.update(load=args.wait_quiet, max_wait=args.max_wait)
-    previous = json.load(open(OUTPUT, encoding="utf-8")) if os.path.exists(OUTPUT) else {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as workdir:
-        figures = {"demo": demo(workdir), "figure2": figure2(workdir), "textures": textures(workdir)}
-        figures["table2"] = previous["table2"] if args.skip_table2 else table2(workdir)
+        figures = {
+            "demo": demo(workdir),
+            "figure2": figure2(workdir),
+            "textures": textures(workdir),
+            "table2": table2(),
+        }
     record = {
         **figures,
         "quotes": quotes(figures),

@@ -46,3 +46,18 @@ def test_the_readme_quotes_every_recorded_figure():
 def test_quotes_round_minutes_and_seconds_readably():
     minutes = _script()._minutes
     assert [minutes(s) for s in (4, 38, 44, 119, 121, 200)] == ["10 s", "40 s", "40 s", "120 s", "2 min", "3 min"]
+
+
+def test_the_readme_shows_the_recorded_small_scale_run():
+    """README, "Reproducing the paper at small scale": the tables and the claims' outcomes are
+    those of the run recorded in docs/small_scale/ (what `gmsop experiment` wrote), verbatim."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in ("table2.md", "figure2.md"):
+        recorded = (ROOT / "docs" / "small_scale" / name).read_text(encoding="utf-8").splitlines()
+        shown = [line for line in recorded if line.startswith(("| ", "* ["))]
+        assert len(shown) >= 8, f"docs/small_scale/{name} has no table"
+        missing = [line for line in shown if line not in readme]
+        assert not missing, f"README.md does not show these lines of docs/small_scale/{name}:\n" + "\n".join(missing)
+    for name in ("table2.png", "figure2.png"):
+        assert (ROOT / "docs" / "small_scale" / name).read_bytes().startswith(b"\x89PNG")
+        assert f"](docs/small_scale/{name})" in readme

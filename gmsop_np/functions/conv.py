@@ -38,7 +38,7 @@ import operator
 import numpy as np
 
 from ..backend import get_array_module
-from ..core import Function, Tensor, TensorLike, as_tensor
+from ..core import ArrayFunction, Function, Tensor, TensorLike, as_tensor
 from . import parallel
 from .basic import matmul, sum, swapaxes
 
@@ -146,7 +146,7 @@ def _convolve_into(out, x, W_mat, kh, kw, stride, padding):
 
 
 # ----- convolution ------------------------------------------------------------------------
-class Conv2d(Function):
+class Conv2d(ArrayFunction):  # kernel-style: im2col / col2im on raw arrays
     """2-D cross-correlation, NCHW: x (B, C_in, H, W), W (C_out, C_in, kh, kw), b (C_out,)
     -> y (B, C_out, Ho, Wo).
 
@@ -162,8 +162,6 @@ class Conv2d(Function):
     product), backward 10 (input gradient: flipped kernel, padding 2, im2col, product;
     weight gradient: padding 2, column copy, output-gradient transpose, product).
     """
-
-    differentiable_backward = False  # kernel-style: im2col / col2im on raw arrays
 
     def __init__(self, stride, padding):
         self.stride, self.padding = stride, padding
@@ -232,7 +230,7 @@ class Conv2d(Function):
         return through_col2im
 
 
-class Conv2d1x1(Function):
+class Conv2d1x1(ArrayFunction):
     """1x1 convolution as a batched matrix product (no im2col), NCHW.
 
     Forward:  $Y_b = W_{mat} X_b + b 1^\\top$ for each image b, with $X_b$ the
@@ -240,8 +238,6 @@ class Conv2d1x1(Function):
     VJP:      $\\bar W_{mat} = \\sum_b G_b X_b^\\top$, $\\bar X_b = W_{mat}^\\top G_b$.
     See derivations/02_convolution.md, eq. (8).
     """
-
-    differentiable_backward = False
 
     def __init__(self, stride):
         self.stride = stride

@@ -14,7 +14,7 @@ or Tensors (then their ``.data`` is updated), and they keep their own dtype.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..core import Function, Tensor, TensorLike, as_tensor
+from ..core import ArrayFunction, Tensor, TensorLike, as_tensor
 from . import parallel
 
 __all__ = ["batch_norm"]
@@ -59,7 +59,7 @@ def _joined(parts):
     return parts[0] if len(parts) == 1 else get_array_module(parts[0]).concatenate(parts)
 
 
-class BatchNormTrain(Function):
+class BatchNormTrain(ArrayFunction):  # the compact closed form works on raw arrays
     """Batch norm with batch statistics: x (B, C) or (B, C, H, W), gamma, beta (C,).
 
     Forward:  $\\hat x = (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon}$, $y = \\gamma \\hat x + \\beta$,
@@ -76,8 +76,6 @@ class BatchNormTrain(Function):
     On the CPU, one group of channels per thread (``functions/parallel.py``); on the
     GPU all channels are one group.
     """
-
-    differentiable_backward = False  # the compact closed form works on raw arrays
 
     def __init__(self, eps):
         self.eps = eps
@@ -128,7 +126,7 @@ class BatchNormTrain(Function):
         return gx, (sum_gy_x_hat if need_gamma else None), (sum_gy if need_beta else None)
 
 
-class BatchNormEval(Function):
+class BatchNormEval(ArrayFunction):
     """Batch norm with fixed (running) statistics: an affine map per channel.
 
     Forward:  $y = \\gamma (x - \\mu_r) / \\sqrt{\\sigma_r^2 + \\epsilon} + \\beta$.
@@ -136,8 +134,6 @@ class BatchNormEval(Function):
               $\\bar \\gamma = \\sum \\bar y \\hat x$, $\\bar \\beta = \\sum \\bar y$.
     See derivations/03_batch_norm.md, eqs. (9)-(10).
     """
-
-    differentiable_backward = False
 
     def __init__(self, mean, var, eps):
         self.mean, self.var, self.eps = mean, var, eps

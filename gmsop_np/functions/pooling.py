@@ -6,14 +6,14 @@ Derivations: derivations/04_softmax_cross_entropy.md, eqs. (15)-(18).
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..core import Function, Tensor, TensorLike, as_tensor
+from ..core import ArrayFunction, Function, Tensor, TensorLike, as_tensor
 from .basic import broadcast_to, reshape
 from .conv import _pad, _pair, conv_output_size
 
 __all__ = ["avg_pool2d", "global_avg_pool"]
 
 
-class AvgPool2d(Function):
+class AvgPool2d(ArrayFunction):
     """Average over kh x kw windows, NCHW: (B, C, H, W) -> (B, C, Ho, Wo).
 
     Zero padding counts towards the average (PyTorch's ``count_include_pad=True``):
@@ -23,8 +23,6 @@ class AvgPool2d(Function):
     VJP:      $\\bar x^{pad}_{s_h r + i,\\, s_w s + j} \\mathrel{+}= \\bar y_{r s} / (k_h k_w)$, then crop.
     See derivations/04_softmax_cross_entropy.md, eqs. (15)-(16).
     """
-
-    differentiable_backward = False
 
     def __init__(self, kernel, stride, padding):
         self.kernel, self.stride, self.padding = kernel, stride, padding
