@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import sys
 
 from . import __version__
@@ -267,15 +266,18 @@ def _train(args):
     return 130 if summary["status"] == "interrupted" else 0
 
 
-def _message(exc) -> str:
-    """An exception as one line for the terminal: options as flags, an OS error as 'file: reason'."""
+def _message(exc, own_flags=()) -> str:
+    """An exception as one line for the terminal: options as flags, an OS error as 'file: reason'.
+
+    ``own_flags``: the command's options that are not training options (see ``train.in_flags``).
+    """
     from .train import in_flags  # noqa: PLC0415
 
     if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror}"
     if isinstance(exc, MemoryError):
         return f"out of memory ({exc}); try a smaller --batch-size, --image-size or --train-size"
-    return in_flags(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+    return in_flags(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc, own_flags)
 
 
 def _heads(args):
@@ -336,20 +338,10 @@ def _experiment(args):
         print(f"gmsop experiment: stopped: {exc}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
-        raise CommandError(_experiment_message(exc)) from None
+        raise CommandError(_message(exc, experiments.OPTION_NAMES)) from None
     for path in result["files"]:
         print(path)
     return 0
-
-
-def _experiment_message(exc) -> str:
-    """``_message`` with the experiments' own options as flags too (``seeds`` -> ``--seeds``)."""
-    from .experiments import OPTION_NAMES  # noqa: PLC0415
-
-    text = _message(exc)
-    for name in OPTION_NAMES:
-        text = re.sub(rf"^{name}\b|`{name}`", "--" + name.replace("_", "-"), text)
-    return text
 
 
 def main(argv=None) -> int:

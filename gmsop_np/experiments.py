@@ -34,7 +34,7 @@ Runs. Every model is an ordinary run directory (so ``gmsop plot`` works on it):
 experiment reuses the runs that finished, resumes the unfinished ones, and refuses a
 folder that holds a run with other options (it names the folder and the options).
 Independent runs train in ``workers`` processes (default: one per CPU), each with one
-BLAS thread; ``workers=1`` -- and the ``cupy`` backend, one model at a time on the GPU --
+thread (BLAS's and gmsop_np's own); ``workers=1`` -- and the ``cupy`` backend, one model at a time on the GPU --
 trains them one after the other in this process.
 """
 
@@ -294,8 +294,9 @@ def _train_in_order(configs, report) -> None:
         report(config, _train_quietly(config))
 
 
-def train_runs(configs, workers: int, label=lambda config: config.out) -> list:
-    """Train (or resume, or reuse) every config; their ``RunResult`` in the same order.
+def train_runs(configs, workers: int, label=lambda config: config.out) -> tuple[list, int]:
+    """Train (or resume, or reuse) every config; their ``RunResult`` in the same order, and
+    how many of them were reused (finished earlier).
 
     Each folder is checked before anything trains (``_state_of``). One line per run is
     printed as it finishes, ``label(config)`` naming it.
@@ -309,14 +310,15 @@ def train_runs(configs, workers: int, label=lambda config: config.out) -> list:
         + (f"{workers} worker processes, one thread each" if workers > 1 else "one at a time"),
         flush=True,
     )
-    start, done = time.perf_counter(), []
+    results = {c.out: _read_run(c) for c, s in zip(configs, states) if s == "done"}
+    reused, start = len(results), time.perf_counter()
 
     def report(config, result):
-        done.append(result)
+        results[config.out] = result
         print(
-            f"[{len(done)}/{len(todo)}] {label(config)}: validation top-1 error {100 * result.error:.1f}% after "
-            f"{len(result.val_top1)} epochs ({result.seconds:.0f} s of training; {_elapsed(start)} elapsed) "
-            f"-> {config.out}",
+            f"[{len(results) - reused}/{len(todo)}] {label(config)}: validation top-1 error "
+            f"{100 * result.error:.1f}% after {len(result.val_top1)} epochs ({result.seconds:.0f} s of training; "
+            f"{_elapsed(start)} elapsed) -> {config.out}",
             flush=True,
         )
 
@@ -324,7 +326,14 @@ def train_runs(configs, workers: int, label=lambda config: config.out) -> list:
         _train_in_parallel(todo, min(workers, len(todo)), report)
     else:
         _train_in_order(todo, report)
-    return [_read_run(c) for c in configs]
+    return [results[c.out] for c in configs], reused
+
+
+def _train_and_describe(configs, workers: int, label) -> tuple[list, dict]:
+    """``train_runs``, and the provenance of the whole experiment (date, machine, load, wall time)."""
+    start, load_start = time.perf_counter(), _load()
+    results, reused = train_runs(configs, workers, label)
+    return results, _provenance(start, load_start, reused, len(configs))
 
 
 def _elapsed(start) -> str:
@@ -750,8 +759,9 @@ def table2(
     )
     if heads is not None:
         heads = _names(heads, "heads", TABLE2_HEADS, "a head of Table 2")
-    overrides = dict(epochs=epochs, train_size=train_size, val_size=val_size, image_size=image_size)
-    overrides.update(batch_size=batch_size, lr=lr)
+    overrides = dict(
+        epochs=epochs, train_size=train_size, val_size=val_size, image_size=image_size, batch_size=batch_size, lr=lr
+    )
     configs = []
     for dataset in datasets:
         budget, default_heads = TABLE2_DATASETS.get(dataset, (None, TABLE2_HEADS))
@@ -775,15 +785,14 @@ def table2(
 
 
 def _run_table2(out, configs, workers, seeds):
-    start, load_start = time.perf_counter(), _load()
-    reused = sum(_state_of(c) == "done" for c in configs)
-    results = train_runs(configs, workers, label=lambda c: f"{c.dataset} {_label(c.head)} seed {c.seed}")
+    results, provenance = _train_and_describe(
+        configs, workers, label=lambda c: f"{c.dataset} {_label(c.head)} seed {c.seed}"
+    )
     tables = {}
     for r in results:
         rows = tables.setdefault(r.config.dataset, {})
         rows.setdefault(r.config.head, Row(r.config.head, _label(r.config.head))).results.append(r)
     checks = table2_checks(tables)
-    provenance = _provenance(start, load_start, reused, len(configs))
     markdown = _table2_markdown(tables, checks, seeds) + "\n" + _provenance_line(provenance) + "\n"
     files = [
         _write(os.path.join(out, "table2.md"), markdown),
@@ -868,14 +877,13 @@ def figure2(
         for s in range(seed, seed + seeds)
     ]
     _validated(configs)
-    start, load_start = time.perf_counter(), _load()
-    reused = sum(_state_of(c) == "done" for c in configs)
-    results = train_runs(configs, workers, label=lambda c: f"{c.dataset} GM-GAP-16-{k} alpha {c.alpha:g} seed {c.seed}")
+    results, provenance = _train_and_describe(
+        configs, workers, label=lambda c: f"{c.dataset} GM-GAP-16-{k} alpha {c.alpha:g} seed {c.seed}"
+    )
     rows = {}
     for r in results:
         rows.setdefault(r.config.alpha, Row("gmgap", f"alpha = {r.config.alpha:g}")).results.append(r)
     checks = figure2_checks(rows, k)
-    provenance = _provenance(start, load_start, reused, len(configs))
     line = _dataset_line(dataset, results[0], seeds)
     markdown = (
         _figure2_markdown(rows, checks, k, line + f", {noise} gating noise")

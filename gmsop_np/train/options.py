@@ -308,21 +308,27 @@ _SET_BY_OPTION = {"input_size": "image_size"}
 _OPTION_IN_MESSAGE = re.compile(r"`(\w+)`|^(\w+)(?=[ (:,]|$)")
 
 
-def in_flags(message: str) -> str:
+def in_flags(message: str, own_flags=()) -> str:
     """A message about options, as the command line spells them.
 
     Messages name an option by its API name as their first word (``"batch_size must
     be >= 1"``, the convention of ``_checks``) or in backquotes elsewhere; both become
-    flags. Other words are left alone.
+    flags. Other words are left alone. ``own_flags``: names of a command's own options
+    that are not training options (``gmsop experiment``'s ``seeds``), spelled ``--name``.
 
     >>> in_flags("batch_size must be >= 1, got 0")
     '--batch-size must be >= 1, got 0'
     >>> in_flags("k (components per sample) must be between 2 and 16; see `num_components`")
     '-K (components per sample) must be between 2 and 16; see -N'
+    >>> in_flags("seeds must be >= 1, got 0", own_flags=("seeds",))
+    '--seeds must be >= 1, got 0'
     """
 
     def swap(match):
-        return flag(match.group(1) or match.group(2)) or match.group(0)
+        name = match.group(1) or match.group(2)
+        if name in own_flags:
+            return "--" + name.replace("_", "-")
+        return flag(name) or match.group(0)
 
     return _OPTION_IN_MESSAGE.sub(swap, str(message))
 
